@@ -1,0 +1,34 @@
+"""User-facing errors.
+
+An :class:`MkaError` carries one sentence that says what was wrong and what to do.
+The CLI prints it without a traceback and exits non-zero; the Python API lets it
+propagate so callers can catch it.
+"""
+
+from __future__ import annotations
+
+
+class MkaError(Exception):
+    """An error caused by the user's input or environment, with a clear message."""
+
+    exit_code = 2
+
+
+class InputError(MkaError):
+    """An input file, value or option is invalid."""
+
+
+class WeightsError(MkaError):
+    """Weights are missing, corrupt, unsafe to load or of the wrong family."""
+
+
+class PluginError(MkaError):
+    """A plugin is missing, broken or collides with another."""
+
+
+class SpaceMismatchError(MkaError):
+    """A conditioner writes into another embedding space than the model was trained in."""
+
+
+class NumericalError(MkaError):
+    """NaN or Inf appeared in a tensor; the message names the stage that produced it."""
