@@ -152,6 +152,17 @@ class Conditioner(nn.Module):
         """The condition used for classifier-free guidance (the encoding of "" for text)."""
         raise NotImplementedError
 
+    @classmethod
+    def build_random(cls, preset: str = "tiny", seed: int = 0, **options: Any) -> "Conditioner":
+        """A randomly initialised encoder of the same architecture, from a local config.
+
+        Used by ``mka new-model --preset tiny`` and by tests: it never downloads. The result's
+        :meth:`save_weights` must write everything needed to rebuild it offline.
+        """
+        from mka_core.errors import PluginError
+
+        raise PluginError(f"Conditioner '{cls.name}' has no random '{preset}' preset; pass its weights instead.")
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters a training run may update (an adapter or projection); none by default."""
         return []
