@@ -125,6 +125,8 @@ class Conditioner(nn.Module):
     Options: ClassVar[type[StrictModel]]
     #: One line for ``mka plugins``.
     summary: ClassVar[str] = ""
+    #: The space its default options write into, for listings (e.g. "openclip ViT-H-14, 1024, global").
+    space_summary: ClassVar[str] = ""
 
     def __init__(self, options: StrictModel | None = None, **overrides: Any) -> None:
         super().__init__()
