@@ -142,6 +142,15 @@ class Conditioner(nn.Module):
     def space(self) -> EmbeddingSpace:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    @classmethod
+    def space_from_options(cls, options: StrictModel) -> EmbeddingSpace | None:
+        """The space these options would write into, without loading any weights.
+
+        Lets the pipeline refuse a mismatched conditioner (and list the ones that fit) before
+        loading a large encoder. Return None when it cannot be known without loading.
+        """
+        return None
+
     def prepare(self, inputs: Sequence[Any]) -> Any:  # pragma: no cover - abstract
         """CPU-side preparation of a batch of raw inputs (tokenise, decode, transform)."""
         raise NotImplementedError
