@@ -9,8 +9,9 @@ from mka_core.plugins.hookspecs import hookimpl
 # One module per command (or command group); each exposes COMMANDS.
 BUILTIN_COMMAND_MODULES = [
     "env",
-    "info",
     "plugins",
+    "info",
+    "new_model",
 ]
 
 

@@ -1,0 +1,351 @@
+"""The pipeline: conditioner + task + VAE + U-Net + vocoder + sampler.
+
+Generation reads straight down: inputs -> conditioner (prepare, encode) -> task (sampler
+over the U-Net) -> VAE decode -> vocoder -> waveform cropped to the exact requested length.
+
+Durations: a request of ``d`` seconds needs ``ceil(d * 62.5)`` mel frames; the model works on
+a multiple of its frame granularity (VAE downsampling x U-Net downsampling: 16 frames in the
+base preset, i.e. 0.256 s), so the frame count is rounded *up* to that multiple, generated,
+vocoded, and the waveform is then cropped to exactly ``round(d * 16000)`` samples. The
+reference code instead returns ``int(7.8 d)`` latent columns rounded up to a multiple of 4
+(10.24 s for 10 s).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from mka_core.audio.mel import MelConfig, MelFrontEnd
+from mka_core.conditioning import Condition, Conditioner, EmbeddingSpace, check_space
+from mka_core.config import StrictModel
+from mka_core.devices import dtype_name, resolve_device, resolve_dtype
+from mka_core.diffusion.schedule import NoiseSchedule, ScheduleConfig
+from mka_core.errors import InputError
+from mka_core.geometry import MAX_DURATION, check_duration, frames_for
+from mka_core.models.unet import UNet
+from mka_core.models.vae import AutoencoderKL
+from mka_core.models.vocoders.base import Vocoder
+from mka_core.tasks import Task, TaskOutput, TaskRequest
+
+class GenerationDefaults(StrictModel):
+    """Settings used when a request does not give them (recorded per model)."""
+
+    task: str = "t2a"
+    sampler: str = "dpm++2m"
+    steps: int = 25
+    guidance: float = 3.0
+    duration: float = 10.0
+
+
+class PipelineConfig(StrictModel):
+    """What a pipeline directory's ``model_index.json`` records besides its components."""
+
+    mel: MelConfig = MelConfig()
+    conditioner: str
+    space: EmbeddingSpace
+    vocoder: str
+    schedule: ScheduleConfig = ScheduleConfig()
+    defaults: GenerationDefaults = GenerationDefaults()
+    max_duration: float = MAX_DURATION
+    #: Where the model came from (preset name, converted checkpoint, training run).
+    origin: str = "mka"
+
+
+@dataclass
+class GenerationResult:
+    """Waveforms ``[B, N]`` at ``sample_rate`` with the mels and per-sample metadata."""
+
+    waveforms: torch.Tensor
+    sample_rate: int
+    mels: torch.Tensor
+    latents: torch.Tensor | None
+    metadata: list[dict[str, Any]] = field(default_factory=list)
+
+    def numpy(self):
+        return self.waveforms.float().cpu().numpy()
+
+
+def check_finite(tensor: torch.Tensor, stage: str) -> torch.Tensor:
+    """Stop with a clear message when a stage produced NaN or Inf."""
+    if not torch.isfinite(tensor).all():
+        from mka_core.errors import NumericalError
+
+        bad = (~torch.isfinite(tensor)).sum().item()
+        raise NumericalError(
+            f"The {stage} produced {bad} NaN/Inf values; if you used float16, retry with --dtype float32 or bfloat16."
+        )
+    return tensor
+
+
+class Pipeline:
+    """A complete model. Build with :meth:`from_pretrained` or :func:`mka_core.presets.build_pipeline`."""
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        conditioner: Conditioner,
+        vae: AutoencoderKL,
+        unet: UNet,
+        vocoder: Vocoder,
+        *,
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype = "float32",
+    ) -> None:
+        self.config = config
+        self.conditioner = conditioner
+        self.vae = vae
+        self.unet = unet
+        self.vocoder = vocoder
+        self.schedule = NoiseSchedule(config.schedule)
+        self.mel_frontend = MelFrontEnd(config.mel)
+        self._null_cache: dict[str, Condition] = {}
+        self.to(device, dtype)
+        for module in self.modules():
+            module.eval()
+            module.requires_grad_(False)
+
+    # -- devices ----------------------------------------------------------------------------
+    def modules(self) -> list[torch.nn.Module]:
+        return [self.conditioner, self.vae, self.unet, self.vocoder, self.mel_frontend]
+
+    def to(self, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None) -> "Pipeline":
+        self.device = resolve_device(device) if device is not None else self.device
+        self.dtype = resolve_dtype(dtype) if dtype is not None else self.dtype
+        # The U-Net and VAE run in the working dtype; the mel front end, the vocoder and
+        # the sampler state stay in float32 where precision matters and costs little.
+        self.unet.to(self.device, self.dtype)
+        self.vae.to(self.device, self.dtype)
+        self.conditioner.to(self.device, self.dtype if self.device.type != "cpu" else torch.float32)
+        self.vocoder.to(self.device, torch.float32)
+        self.mel_frontend.to(self.device)
+        self._null_cache.clear()
+        return self
+
+    # -- geometry -----------------------------------------------------------------------------
+    @property
+    def sample_rate(self) -> int:
+        return self.config.mel.sample_rate
+
+    @property
+    def hop_length(self) -> int:
+        return self.config.mel.hop_length
+
+    @property
+    def vae_factor(self) -> int:
+        return 2 ** (len(self.vae.config.ch_mult) - 1)
+
+    @property
+    def frame_granularity(self) -> int:
+        """Mel frames per latent column times the U-Net's own downsampling."""
+        return self.vae_factor * 2 ** (len(self.unet.config.channel_mult) - 1)
+
+    def check_duration(self, duration: float) -> float:
+        return check_duration(duration, self.config.max_duration)
+
+    def frames_for(self, duration: float) -> tuple[int, int]:
+        """(mel frames to generate, exact output samples) for ``duration`` seconds."""
+        return frames_for(duration, sample_rate=self.sample_rate, hop_length=self.hop_length,
+                          granularity=self.frame_granularity, max_duration=self.config.max_duration)
+
+    def latent_shape(self, frames: int) -> tuple[int, int, int]:
+        if frames % self.frame_granularity:
+            raise InputError(f"{frames} mel frames is not a multiple of {self.frame_granularity}.")
+        return (self.vae.config.embed_dim, self.config.mel.n_mels // self.vae_factor, frames // self.vae_factor)
+
+    # -- engine steps (public: tasks, plugins and training use them) ---------------------------
+    @torch.no_grad()
+    def mel(self, waveform: torch.Tensor) -> torch.Tensor:
+        """``[B, N]`` waveform -> ``[B, 1, n_mels, frames]`` log-mel (float32)."""
+        return self.mel_frontend(waveform.to(self.device, torch.float32))
+
+    @torch.no_grad()
+    def encode_mel(self, mel: torch.Tensor, generators: Sequence[torch.Generator] | None = None, sample: bool = False) -> torch.Tensor:
+        """Mel -> scaled latents. ``sample=False`` takes the posterior mean (deterministic)."""
+        posterior = self.vae.encode(mel.to(self.device, self.dtype))
+        if sample:
+            from mka_core.diffusion.noise import randn
+
+            noise = randn(posterior.mean.shape[1:], list(generators or []), self.device, torch.float32)
+            z = posterior.mean.float() + posterior.std.float() * noise
+        else:
+            z = posterior.mean.float()
+        return z * self.vae.scale_factor_value
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        mel = self.vae.decode_latents(latents.to(self.device, self.dtype)).float()
+        return check_finite(mel, "VAE decoder")
+
+    @torch.no_grad()
+    def vocode(self, mel: torch.Tensor) -> torch.Tensor:
+        wav = self.vocoder(mel.to(self.device, torch.float32).squeeze(1))
+        return check_finite(wav, "vocoder")
+
+    def null_condition(self, batch_size: int) -> Condition:
+        """The guidance null condition, encoded once per device/dtype and reused."""
+        key = f"{self.conditioner.name}"
+        if key not in self._null_cache:
+            with torch.no_grad():
+                self._null_cache[key] = self.conditioner.null_condition(1).to(self.device, self.dtype)
+        return self._null_cache[key].expand(batch_size)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        request: TaskRequest,
+        *,
+        strength: float | None = None,
+        start_latents: torch.Tensor | None = None,
+        known_latents: torch.Tensor | None = None,
+        known_mask: torch.Tensor | None = None,
+        extra_channels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Run the sampler over the U-Net with guidance; returns latents (float32).
+
+        ``strength`` with ``start_latents``: SDEdit (noise the latents to ``strength * N``
+        and denoise from there). ``known_latents``/``known_mask``: training-free inpainting
+        (blend the known region at every step; mask 1 = regenerate). ``extra_channels``:
+        concatenated to the U-Net input at every step (fine-tuned inpainting).
+        """
+        from mka_core.diffusion.guidance import GuidedDenoiser
+        from mka_core.diffusion.noise import randn
+        from mka_core.diffusion.samplers import get_sampler
+
+        shape = self.latent_shape(request.frames)
+        if start_latents is None and request.start_latents is not None:
+            start_latents = request.start_latents
+        x_T = randn(shape, request.generators, self.device, torch.float32)
+        denoiser = GuidedDenoiser(
+            self._unet_fn(extra_channels),
+            request.condition.to(self.device, self.dtype) if request.condition is not None else None,
+            request.null_condition.to(self.device, self.dtype) if request.null_condition is not None else None,
+            request.guidance,
+        )
+        sampler = get_sampler(request.sampler)
+        latents = sampler.sample(
+            denoiser,
+            x_T,
+            schedule=self.schedule,
+            steps=request.steps,
+            strength=strength,
+            start_latents=start_latents,
+            known_latents=known_latents,
+            known_mask=known_mask,
+            generators=request.generators,
+            progress=request.progress,
+        )
+        return check_finite(latents.float(), "sampler")
+
+    def _unet_fn(self, extra_channels: torch.Tensor | None) -> Callable[..., torch.Tensor]:
+        unet, dtype = self.unet, self.dtype
+
+        def model(x: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None, context_mask: torch.Tensor | None):
+            if extra_channels is not None:
+                extra = extra_channels.to(x.device, x.dtype)
+                if extra.shape[0] != x.shape[0]:  # guidance doubles the batch
+                    extra = extra.repeat(x.shape[0] // extra.shape[0], 1, 1, 1)
+                x = torch.cat([x, extra], dim=1)
+            eps = unet(x.to(dtype), t, context=context, context_mask=context_mask)
+            return eps.float()
+
+        return model
+
+    # -- the front door ------------------------------------------------------------------------
+    def conditioner_for(self, name: str | None) -> Conditioner:
+        """The model's own conditioner, or another registered one of the same space."""
+        if name is None or name == self.conditioner.name:
+            return self.conditioner
+        from mka_core.plugins import manager
+
+        cls = manager.get("conditioner", name)
+        fitting = self.fitting_conditioners()
+        options = self._saved_conditioner_options(cls)
+        space = cls.space_from_options(options) if options is not None else None
+        if space is not None and space != self.config.space:
+            raise_space_mismatch(self.config.space, name, space, fitting)
+        if self._conditioner_dir is None:
+            raise InputError(f"Cannot switch to conditioner '{name}': this pipeline was not loaded from a directory.")
+        conditioner = cls.from_pretrained(self._conditioner_dir)
+        check_space(self.config.space, conditioner, fitting)
+        conditioner.to(self.device, self.dtype if self.device.type != "cpu" else torch.float32).eval()
+        return conditioner
+
+    _conditioner_dir: Path | None = None
+
+    def _saved_conditioner_options(self, cls: type[Conditioner]) -> StrictModel | None:
+        if self._conditioner_dir is None:
+            return None
+        from mka_core.conditioning import CONDITIONER_CONFIG
+        from mka_core.weights import read_json
+
+        saved = read_json(self._conditioner_dir / CONDITIONER_CONFIG).get("options", {})
+        fields = cls.Options.model_fields
+        try:
+            return cls.Options(**{k: v for k, v in saved.items() if k in fields and k != "weights"})
+        except Exception:
+            return None
+
+    def fitting_conditioners(self) -> list[str]:
+        """Registered conditioners that would write into this model's space."""
+        from mka_core.plugins import manager
+
+        fitting = [self.config.conditioner]
+        for name in manager.names("conditioner"):
+            if name == self.config.conditioner:
+                continue
+            cls = manager.get("conditioner", name)
+            options = self._saved_conditioner_options(cls)
+            if options is not None and cls.space_from_options(options) == self.config.space:
+                fitting.append(name)
+        return sorted(set(fitting))
+
+    def __call__(self, inputs: Sequence[Any] | None = None, **kwargs: Any) -> GenerationResult:
+        from mka_core.generate import generate
+
+        return generate(self, inputs, **kwargs)
+
+    # -- persistence ---------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path, *, overwrite: bool = False) -> Path:
+        from mka_core.pipeline_io import save_pipeline
+
+        return save_pipeline(self, Path(directory), overwrite=overwrite)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, *, device: str | torch.device = "auto",
+                        dtype: str | torch.dtype = "float32") -> "Pipeline":
+        from mka_core.pipeline_io import load_pipeline
+
+        return load_pipeline(Path(directory), device=device, dtype=dtype)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "conditioner": self.config.conditioner,
+            "space": self.config.space.model_dump(),
+            "vocoder": self.config.vocoder,
+            "device": str(self.device),
+            "dtype": dtype_name(self.dtype),
+            "origin": self.config.origin,
+        }
+
+
+def raise_space_mismatch(model_space: EmbeddingSpace, name: str, space: EmbeddingSpace, fitting: Sequence[str]) -> None:
+    from mka_core.errors import SpaceMismatchError
+
+    hint = f" Conditioners that fit: {', '.join(fitting)}." if fitting else ""
+    raise SpaceMismatchError(
+        f"The model was trained in the embedding space {model_space.describe()}, but conditioner "
+        f"'{name}' writes into {space.describe()}.{hint}"
+    )
+
+
+def get_task(name: str) -> Task:
+    from mka_core.plugins import manager
+
+    return manager.get("task", name)()
+
+
+__all__ = ["Pipeline", "PipelineConfig", "GenerationDefaults", "GenerationResult", "TaskOutput", "get_task"]

@@ -1,0 +1,179 @@
+"""Pipeline directories: ``save_pretrained`` / ``from_pretrained``.
+
+Layout::
+
+    model_index.json        format, mka version, the pipeline config, and per component its
+                            class, plugin, distribution and version
+    conditioner/            conditioner.json (+ the encoder's files when they are not elsewhere)
+    vae/                    config.json + model.safetensors
+    unet/                   config.json + model.safetensors
+    vocoder/                config.json (+ model.safetensors unless the vocoder has no weights)
+
+A directory is written into a temporary sibling and renamed into place, so an interrupted
+save never leaves a half-written model, and an existing model is replaced only when asked.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mka_core import __version__
+from mka_core.errors import InputError, WeightsError
+from mka_core.weights import load_safetensors, read_json, save_safetensors, write_json
+
+INDEX = "model_index.json"
+FORMAT = "mka-pipeline"
+FORMAT_VERSION = 1
+MODULE_CONFIG = "config.json"
+MODULE_WEIGHTS = "model.safetensors"
+
+
+def _distribution_of(obj: Any) -> tuple[str, str]:
+    from mka_core.plugins import manager
+
+    for kind in ("conditioner", "vocoder"):
+        for reg in manager.registrations(kind):
+            if reg.obj is type(obj):
+                return reg.distribution, reg.version
+    return "mka", __version__
+
+
+def _component_entry(obj: Any, plugin: str | None = None) -> dict[str, str]:
+    cls = type(obj)
+    dist, version = _distribution_of(obj) if plugin else ("mka", __version__)
+    entry = {"class": f"{cls.__module__}.{cls.__qualname__}", "distribution": dist, "version": version}
+    if plugin:
+        entry["plugin"] = plugin
+    return entry
+
+
+def save_module(module: torch.nn.Module, directory: Path, *, weights: bool = True) -> None:
+    """Write a core module's ``config.json`` (class and config) and its safetensors weights."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cls = type(module)
+    write_json(directory / MODULE_CONFIG, {
+        "class": cls.__qualname__,
+        "mka_version": __version__,
+        "config": module.config.to_json_dict(),
+    })
+    if weights:
+        save_safetensors(module.state_dict(), directory / MODULE_WEIGHTS, metadata={"format": "pt", "mka": __version__})
+
+
+def save_pipeline(pipe: "Pipeline", directory: Path, *, overwrite: bool = False) -> Path:  # noqa: F821
+    directory = directory.expanduser().resolve()
+    if directory.exists() and not directory.is_dir():
+        raise InputError(f"{directory} exists and is not a directory; choose another output path.")
+    if directory.exists() and any(directory.iterdir()) and not overwrite:
+        raise InputError(f"{directory} already exists and is not empty; choose another path or pass --overwrite.")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = directory.parent / f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        pipe.conditioner.save_pretrained(tmp / "conditioner")
+        save_module(pipe.vae, tmp / "vae")
+        save_module(pipe.unet, tmp / "unet")
+        save_module(pipe.vocoder, tmp / "vocoder", weights=getattr(pipe.vocoder, "has_weights", True))
+        index = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "mka_version": __version__,
+            "pipeline": pipe.config.to_json_dict(),
+            "components": {
+                "conditioner": _component_entry(pipe.conditioner, pipe.config.conditioner),
+                "vae": _component_entry(pipe.vae),
+                "unet": _component_entry(pipe.unet),
+                "vocoder": _component_entry(pipe.vocoder, pipe.config.vocoder),
+            },
+        }
+        write_json(tmp / INDEX, index)
+        _swap_into_place(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def _swap_into_place(tmp: Path, directory: Path) -> None:
+    backup = None
+    if directory.exists():
+        backup = directory.parent / f".{directory.name}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(directory, backup)
+    os.rename(tmp, directory)
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
+
+
+def _check_complete(directory: Path, index: dict[str, Any]) -> None:
+    required = [INDEX, "conditioner/conditioner.json", f"vae/{MODULE_CONFIG}", f"vae/{MODULE_WEIGHTS}",
+                f"unet/{MODULE_CONFIG}", f"unet/{MODULE_WEIGHTS}", f"vocoder/{MODULE_CONFIG}"]
+    missing = [name for name in required if not (directory / name).exists()]
+    if missing:
+        raise WeightsError(
+            f"The model folder {directory} is incomplete: missing {', '.join(missing)}; copy the whole folder again "
+            "or re-create it (mka new-model / mka convert)."
+        )
+
+
+def load_module(cls: type[torch.nn.Module], directory: Path, *, weights: bool = True) -> torch.nn.Module:
+    data = read_json(directory / MODULE_CONFIG)
+    try:
+        config = cls.config_class(**data["config"])
+    except Exception as exc:
+        raise WeightsError(f"{directory / MODULE_CONFIG} does not describe a valid {cls.__name__}: {exc}") from exc
+    module = cls(config)
+    if weights:
+        state = load_safetensors(directory / MODULE_WEIGHTS)
+        missing, unexpected = module.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise WeightsError(
+                f"{directory / MODULE_WEIGHTS} does not match its config: missing {sorted(missing)[:5]}, "
+                f"unexpected {sorted(unexpected)[:5]}; re-create the model folder."
+            )
+    return module
+
+
+def load_pipeline(directory: Path, *, device: str | torch.device = "auto", dtype: str | torch.dtype = "float32"):
+    from mka_core.models.unet import UNet
+    from mka_core.models.vae import AutoencoderKL
+    from mka_core.pipeline import Pipeline, PipelineConfig
+    from mka_core.plugins import manager
+
+    directory = Path(directory).expanduser()
+    if not directory.is_dir():
+        raise InputError(f"Model folder {directory} does not exist; pass a folder made by mka new-model, mka train or mka convert.")
+    if not (directory / INDEX).is_file():
+        raise WeightsError(f"{directory} is not an mka model folder (no {INDEX}).")
+    index = read_json(directory / INDEX)
+    if index.get("format") != FORMAT:
+        raise WeightsError(f"{directory / INDEX} is not an mka pipeline index.")
+    if int(index.get("format_version", 0)) > FORMAT_VERSION:
+        raise WeightsError(f"{directory} was written by a newer mka (format {index['format_version']}); upgrade mka.")
+    _check_complete(directory, index)
+    try:
+        config = PipelineConfig(**index["pipeline"])
+    except Exception as exc:
+        raise WeightsError(f"{directory / INDEX} has an invalid pipeline config: {exc}") from exc
+    conditioner_cls = manager.get("conditioner", config.conditioner)
+    conditioner = conditioner_cls.from_pretrained(directory / "conditioner")
+    vae = load_module(AutoencoderKL, directory / "vae")
+    unet = load_module(UNet, directory / "unet")
+    vocoder_cls = manager.get("vocoder", config.vocoder)
+    vocoder = load_module(vocoder_cls, directory / "vocoder", weights=getattr(vocoder_cls, "has_weights", True))
+    pipe = Pipeline(config, conditioner, vae, unet, vocoder, device=device, dtype=dtype)
+    pipe._conditioner_dir = directory / "conditioner"
+    pipe.directory = directory
+    return pipe
+
+
+def distribution_version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "unknown"
