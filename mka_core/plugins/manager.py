@@ -131,7 +131,12 @@ class PluginManager:
     def load_entry_points(self) -> None:
         allowed = _allowed_distributions()
         seen: set[tuple[str, str]] = set()
-        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: (e.dist.name if e.dist else "", e.name)):
+        def order(ep: metadata.EntryPoint) -> tuple[bool, str, str]:
+            # Built-ins first, so a third party colliding with one is named second.
+            dist_name = ep.dist.name if ep.dist else ""
+            return (_normalise(dist_name) != BUILTIN_DISTRIBUTION, dist_name, ep.name)
+
+        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=order):
             dist = ep.dist.name if ep.dist else "unknown"
             version = ep.dist.version if ep.dist else "unknown"
             builtin = _normalise(dist) == BUILTIN_DISTRIBUTION
