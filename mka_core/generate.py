@@ -112,26 +112,31 @@ def generate(
     # -- conditions ----------------------------------------------------------------------------
     cond_obj = null = None
     conditioner_name = None
-    if task_obj.condition != "unused" and (inputs or condition is not None):
+    if task_obj.condition != "unused":
         conditioner = pipe.conditioner_for(cond)
         conditioner_name = conditioner.name
-        if condition is None:
-            with torch.no_grad():
-                condition = conditioner(inputs)
-        cond_obj = condition.to(pipe.device, pipe.dtype).repeat_interleave(n)
         if conditioner is pipe.conditioner:
             null = pipe.null_condition(total)
         else:
             null = conditioner.null_condition(1).to(pipe.device, pipe.dtype).expand(total)
+        if inputs or condition is not None:
+            if condition is None:
+                with torch.no_grad():
+                    condition = conditioner(inputs)
+            cond_obj = condition.to(pipe.device, pipe.dtype).repeat_interleave(n)
+        else:
+            # An optional condition left out: unconditional generation is the null condition.
+            cond_obj, guidance = null, 1.0
 
     # -- seeds and request -----------------------------------------------------------------------
     from mka_core.diffusion.noise import make_generators
 
     base_seed = int(seed) if seed is not None else secrets.randbelow(2**31)
     seeds = [base_seed + i for i in range(total)]
-    init = None
+    init = init_lengths = None
     if waves is not None:
         init = torch.stack([_fit_length(w, num_samples) for w in waves]).repeat_interleave(n, dim=0)
+        init_lengths = [min(w.numel(), num_samples) for w in waves for _ in range(n)]
     mask_tensor = None
     if mask is not None:
         from mka_core.masks import mask_from_input
@@ -143,7 +148,7 @@ def generate(
     request = TaskRequest(
         batch_size=total, frames=frames, num_samples=num_samples, generators=make_generators(seeds),
         sampler=sampler, steps=steps, guidance=guidance, condition=cond_obj, null_condition=null,
-        init_audio=init, mask=mask_tensor, start_latents=start_latents, options=options, progress=progress,
+        init_audio=init, init_audio_lengths=init_lengths, mask=mask_tensor, start_latents=start_latents, options=options, progress=progress,
     )
     task_obj.check(pipe, request)
     output = task_obj.run(pipe, request)

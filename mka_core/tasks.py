@@ -35,7 +35,8 @@ class TaskRequest:
     ``condition`` / ``null_condition`` are ``None`` for unconditional tasks. ``frames`` is the
     mel length to produce (a multiple of the model's frame granularity); ``num_samples`` the
     exact waveform length the pipeline will crop to. ``init_audio`` is ``[B, N]`` at the
-    pipeline's sample rate when the task takes one; ``mask`` is ``[B, 1, n_mels, frames]`` with
+    pipeline's sample rate when the task takes one (cropped or zero-padded to ``num_samples``;
+    the original lengths are in ``init_audio_lengths``); ``mask`` is ``[B, 1, n_mels, frames]`` with
     1 marking the region to regenerate.
     """
 
@@ -49,6 +50,8 @@ class TaskRequest:
     condition: Condition | None = None
     null_condition: Condition | None = None
     init_audio: torch.Tensor | None = None
+    #: Samples of each init audio before it was cropped or zero-padded to ``num_samples``.
+    init_audio_lengths: list[int] | None = None
     mask: torch.Tensor | None = None
     start_latents: torch.Tensor | None = None
     options: StrictModel = field(default_factory=NoOptions)
