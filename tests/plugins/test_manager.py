@@ -151,3 +151,48 @@ def test_cli_survives_broken_and_colliding_plugins(tmp_path):
     assert "missing thing" in messages and "twin" in messages
     assert any(row["name"] == "info" for row in data["installed"])
     assert "Traceback" not in listing.stderr
+
+
+def test_every_kind_registers_through_its_hook(plugin_root, monkeypatch):
+    source = '''
+from mka_core import hookimpl
+from mka_core.cli.command import Command
+
+
+class Voc:
+    name = "voc-x"
+
+
+class Trainer:
+    name = "trainer-x"
+
+
+class Expert:
+    name = "expert-x"
+
+
+@hookimpl
+def register_vocoders(register):
+    register(Voc)
+
+
+@hookimpl
+def register_trainers(register):
+    register(Trainer)
+
+
+@hookimpl
+def register_caption_experts(register):
+    register(Expert)
+
+
+@hookimpl
+def register_commands(register):
+    register(Command("cmd-x", "demo", lambda parser: None, lambda args: 0))
+'''
+    make_distribution(plugin_root, "fake-kinds", "0.3", {"fake_kinds": source}, {"kinds": "fake_kinds"})
+    monkeypatch.setenv("MKA_LOAD_PLUGINS", "fake-kinds")
+    reg = manager.registry()
+    for kind, name in [("vocoder", "voc-x"), ("trainer", "trainer-x"), ("caption-expert", "expert-x"), ("command", "cmd-x")]:
+        entry = reg.get(kind, name)
+        assert (entry.distribution, entry.version) == ("fake-kinds", "0.3")
