@@ -12,6 +12,7 @@ BUILTIN_COMMAND_MODULES = [
     "plugins",
     "info",
     "new_model",
+    "weights",
 ]
 
 
