@@ -1,0 +1,188 @@
+"""Attention modules of the latent diffusion U-Net.
+
+* :class:`SpatialTransformer` (family A and the family-B image model): GroupNorm, 1x1 conv
+  ``proj_in``, transformer blocks over the ``h*w`` tokens (mel axis outer, time inner), 1x1
+  conv ``proj_out`` (zero-initialised), residual.
+* :class:`AttentionBlock` (family-B inpainting, "legacy" attention): self-attention with a
+  head-major 1-D conv ``qkv`` and no cross-attention.
+
+All attention runs through ``torch.nn.functional.scaled_dot_product_attention``; the
+reference's einsum-softmax differs from it by about 2.5e-6 relative (PITFALLS.md).
+
+Key masks: ``mask [B, T]`` bool, True = a real token. Masked keys get no attention weight.
+A sample whose mask is all False attends to *nothing*: its attention result is the zero
+vector (the empty weighted sum), so the block's output is ``to_out`` applied to zeros (the
+bias) instead of the NaN a plain softmax over no keys would give.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mka_core.models.unet_blocks import GroupNorm32, zero_init
+
+
+def masked_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None, scale: float
+) -> torch.Tensor:
+    """SDPA over ``[B, heads, N, d]`` tensors with an optional ``[B, T]`` key mask (True = keep).
+
+    Rows whose mask is all False are computed against all keys (to keep the softmax finite)
+    and then set to zero, without a host sync.
+    """
+    if key_mask is None:
+        return F.scaled_dot_product_attention(q, k, v, scale=scale)
+    key_mask = key_mask.to(device=q.device, dtype=torch.bool)
+    empty = ~key_mask.any(dim=1)
+    safe_mask = key_mask | empty[:, None]
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=safe_mask[:, None, None, :], scale=scale)
+    return out.masked_fill(empty[:, None, None, None], 0.0)
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention; self-attention when ``context`` is None.
+
+    ``to_q/to_k/to_v`` have no bias, ``to_out.0`` has one; scale ``dim_head ** -0.5``.
+    """
+
+    def __init__(
+        self, query_dim: int, context_dim: int | None = None, heads: int = 8, dim_head: int = 64, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        inner_dim = heads * dim_head
+        context_dim = context_dim if context_dim is not None else query_dim
+        self.heads = heads
+        self.dim_head = dim_head
+        self.scale = dim_head**-0.5
+        self.to_q = nn.Linear(query_dim, inner_dim, bias=False)
+        self.to_k = nn.Linear(context_dim, inner_dim, bias=False)
+        self.to_v = nn.Linear(context_dim, inner_dim, bias=False)
+        self.to_out = nn.Sequential(nn.Linear(inner_dim, query_dim), nn.Dropout(dropout))
+
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        return x.view(b, n, self.heads, self.dim_head).transpose(1, 2)
+
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``x [B, N, query_dim]``, ``context [B, T, context_dim]``, ``mask [B, T]`` -> ``[B, N, query_dim]``."""
+        source = x if context is None else context
+        q = self._split_heads(self.to_q(x))
+        k = self._split_heads(self.to_k(source))
+        v = self._split_heads(self.to_v(source))
+        out = masked_attention(q, k, v, mask if context is not None else None, self.scale)
+        b, _, n, _ = out.shape
+        return self.to_out(out.transpose(1, 2).reshape(b, n, self.heads * self.dim_head))
+
+
+class GEGLU(nn.Module):
+    """``proj`` to twice the width; first half is the value, second half the (exact-GELU) gate."""
+
+    def __init__(self, dim_in: int, dim_out: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim_in, dim_out * 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        value, gate = self.proj(x).chunk(2, dim=-1)
+        return value * F.gelu(gate)
+
+
+class FeedForward(nn.Module):
+    """GEGLU feed-forward ``dim -> 4 dim -> dim``; names ``net.0.proj`` and ``net.2``."""
+
+    def __init__(self, dim: int, mult: int = 4, dropout: float = 0.0) -> None:
+        super().__init__()
+        inner = dim * mult
+        self.net = nn.Sequential(GEGLU(dim, inner), nn.Dropout(dropout), nn.Linear(inner, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class BasicTransformerBlock(nn.Module):
+    """Self-attention, cross-attention, feed-forward, each pre-LayerNorm with a residual."""
+
+    def __init__(self, dim: int, heads: int, dim_head: int, context_dim: int | None, dropout: float = 0.0) -> None:
+        super().__init__()
+        # Submodules are declared in the reference's state-dict order: attn1, ff, attn2, norms.
+        self.attn1 = CrossAttention(dim, None, heads, dim_head, dropout)
+        self.ff = FeedForward(dim, dropout=dropout)
+        self.attn2 = CrossAttention(dim, context_dim, heads, dim_head, dropout)
+        self.norm1 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.norm3 = nn.LayerNorm(dim)
+
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        x = x + self.attn1(self.norm1(x))
+        x = x + self.attn2(self.norm2(x), context=context, mask=mask)
+        return x + self.ff(self.norm3(x))
+
+
+class SpatialTransformer(nn.Module):
+    """Transformer over the feature map's positions, conditioned by cross-attention."""
+
+    def __init__(
+        self,
+        channels: int,
+        heads: int,
+        dim_head: int,
+        *,
+        depth: int = 1,
+        context_dim: int | None = None,
+        dropout: float = 0.0,
+        norm_groups: int = 32,
+    ) -> None:
+        super().__init__()
+        inner = heads * dim_head
+        # Plain GroupNorm (eps 1e-6, working dtype), unlike the ResBlocks' float32 GroupNorm32.
+        self.norm = nn.GroupNorm(norm_groups, channels, eps=1e-6)
+        self.proj_in = nn.Conv2d(channels, inner, 1)
+        self.transformer_blocks = nn.ModuleList(
+            BasicTransformerBlock(inner, heads, dim_head, context_dim, dropout) for _ in range(depth)
+        )
+        self.proj_out = zero_init(nn.Conv2d(inner, channels, 1))
+
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        b, _, h, w = x.shape
+        tokens = self.proj_in(self.norm(x))
+        c = tokens.shape[1]
+        # Token index = row * W + column: the mel axis is outer, time inner (reference order).
+        tokens = tokens.reshape(b, c, h * w).transpose(1, 2)
+        for block in self.transformer_blocks:
+            tokens = block(tokens, context=context, mask=mask)
+        tokens = tokens.transpose(1, 2).reshape(b, c, h, w)
+        return self.proj_out(tokens) + x
+
+
+class AttentionBlock(nn.Module):
+    """Family-B "legacy" self-attention: GroupNorm32, 1-D conv ``qkv``, 1-D conv ``proj_out``.
+
+    The ``qkv`` output channels are head-major: for each head a ``[q | k | v]`` block of
+    ``channels / heads`` channels (not all-Q | all-K | all-V). The reference scales q and k
+    by ``d ** -0.25`` each, which equals SDPA's ``d ** -0.5`` on the product.
+    """
+
+    def __init__(self, channels: int, heads: int, *, norm_groups: int = 32) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm = GroupNorm32(norm_groups, channels)
+        self.qkv = nn.Conv1d(channels, 3 * channels, 1)
+        self.proj_out = zero_init(nn.Conv1d(channels, channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, *spatial = x.shape
+        flat = x.reshape(b, c, -1)
+        length = flat.shape[-1]
+        d = c // self.heads
+        qkv = self.qkv(self.norm(flat)).reshape(b * self.heads, 3 * d, length)
+        q, k, v = (t.transpose(1, 2) for t in qkv.split(d, dim=1))
+        out = F.scaled_dot_product_attention(q, k, v, scale=d**-0.5)
+        out = out.transpose(1, 2).reshape(b, c, length)
+        return (flat + self.proj_out(out)).reshape(b, c, *spatial)
