@@ -107,11 +107,8 @@ class RefBigVGAN(nn.Module):
         self.resblocks = nn.ModuleList()
         self.k = len(res_kernels)
         for i, (u, k) in enumerate(zip(rates, kernels)):
-            self.ups.append(
-                nn.ModuleList(
-                    [hook_weight_norm(nn.ConvTranspose1d(width // 2**i, width // 2 ** (i + 1), k, u, padding=(k - u) // 2))]
-                )
-            )
+            up = nn.ConvTranspose1d(width // 2**i, width // 2 ** (i + 1), k, u, padding=(k - u) // 2)
+            self.ups.append(nn.ModuleList([hook_weight_norm(up)]))
             for rk, rd in zip(res_kernels, res_dilations):
                 self.resblocks.append(RefAMPBlock1(width // 2 ** (i + 1), rk, rd))
         final = width // 2 ** len(rates)

@@ -116,9 +116,8 @@ class BigVGANVocoder(Vocoder):
         self.resblocks = nn.ModuleList()
         for i, (rate, kernel) in enumerate(zip(cfg.upsample_rates, cfg.upsample_kernel_sizes)):
             channels_in, channels_out = width // 2**i, width // 2 ** (i + 1)
-            self.ups.append(
-                nn.ModuleList([nn.ConvTranspose1d(channels_in, channels_out, kernel, rate, padding=(kernel - rate) // 2)])
-            )
+            upsample = nn.ConvTranspose1d(channels_in, channels_out, kernel, rate, padding=(kernel - rate) // 2)
+            self.ups.append(nn.ModuleList([upsample]))
             for res_kernel, dilations in zip(cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes):
                 self.resblocks.append(AMPBlock1(channels_out, res_kernel, dilations, make_activation))
         final = width // 2 ** len(cfg.upsample_rates)

@@ -16,9 +16,13 @@ def check_generator_geometry(config: Any) -> None:
     for rate, kernel in zip(rates, kernels):
         # padding (k - u) // 2 gives exactly T * u samples only when k - u is even and >= 0.
         if rate < 1 or kernel < rate or (kernel - rate) % 2:
-            raise ValueError(f"upsample kernel {kernel} does not fit rate {rate}: need kernel >= rate and even difference")
+            raise ValueError(
+                f"upsample kernel {kernel} does not fit rate {rate}: need kernel >= rate and even difference"
+            )
     if math.prod(rates) != config.hop_length:
-        raise ValueError(f"the product of upsample_rates ({math.prod(rates)}) must equal hop_length ({config.hop_length})")
+        raise ValueError(
+            f"the product of upsample_rates ({math.prod(rates)}) must equal hop_length ({config.hop_length})"
+        )
     if config.upsample_initial_channel % (2 ** len(rates)):
         raise ValueError(
             f"upsample_initial_channel ({config.upsample_initial_channel}) must be divisible by 2**{len(rates)} "

@@ -22,8 +22,13 @@ from torch import nn
 
 from mka_core.errors import WeightsError
 
-_HOOK_SUFFIXES = (".weight_g", ".weight_v")
-_PARAM_SUFFIXES = (".parametrizations.weight.original0", ".parametrizations.weight.original1")
+_HOOK_SUFFIXES = ("weight_g", "weight_v")
+_PARAM_SUFFIXES = ("parametrizations.weight.original0", "parametrizations.weight.original1")
+
+
+def _has_suffix(key: str, suffix: str) -> bool:
+    """``key`` is ``suffix`` itself or ends with ``.suffix`` (a whole dotted component)."""
+    return key == suffix or key.endswith("." + suffix)
 
 
 def effective_weight(g: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -58,17 +63,18 @@ def fold_weight_norm(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.
     folded: dict[str, torch.Tensor] = {}
     for key, tensor in state_dict.items():
         for g_suffix, v_suffix in (_HOOK_SUFFIXES, _PARAM_SUFFIXES):
-            if key.endswith(g_suffix) or key.endswith(v_suffix):
-                is_gain = key.endswith(g_suffix)
-                prefix = key[: -len(g_suffix if is_gain else v_suffix)]
+            if _has_suffix(key, g_suffix) or _has_suffix(key, v_suffix):
+                is_gain = _has_suffix(key, g_suffix)
+                prefix = key[: -len(g_suffix if is_gain else v_suffix)]  # "" or "<conv>."
                 partner = prefix + (v_suffix if is_gain else g_suffix)
                 if partner not in state_dict:
+                    conv = prefix.rstrip(".") or "(top level)"
                     raise WeightsError(
-                        f"Checkpoint has '{key}' but not '{partner}'; the weight-normalised conv "
-                        f"'{prefix}' is incomplete, so the file is damaged or of another layout."
+                        f"Checkpoint has '{key}' but not '{partner}'; the weight-normalised conv '{conv}' "
+                        "is incomplete, so the file is damaged or of another layout."
                     )
                 if is_gain:
-                    folded[prefix + ".weight"] = effective_weight(tensor, state_dict[partner])
+                    folded[prefix + "weight"] = effective_weight(tensor, state_dict[partner])
                 break
         else:
             folded[key] = tensor
