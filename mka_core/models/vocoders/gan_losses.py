@@ -8,11 +8,11 @@ generator loss = adversarial + ``FEATURE_MATCHING_WEIGHT`` * feature matching
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from mka_core.audio.mel import MelConfig, mel_filterbank
 
 #: Weight of the feature-matching term in the generator loss (HiFi-GAN, BigVGAN).
 FEATURE_MATCHING_WEIGHT = 2.0
@@ -48,35 +48,6 @@ def feature_matching_loss(real_fmaps: list[list[torch.Tensor]], fake_fmaps: list
     return torch.stack(terms).sum()
 
 
-def _hz_to_mel(hz: torch.Tensor) -> torch.Tensor:
-    """Slaney mel scale: linear below 1 kHz (200/3 Hz per mel), logarithmic above."""
-    linear = hz / (200.0 / 3)
-    log_part = 15.0 + torch.log(torch.clamp(hz, min=1e-10) / 1000.0) / (math.log(6.4) / 27.0)
-    return torch.where(hz >= 1000.0, log_part, linear)
-
-
-def _mel_to_hz(mel: torch.Tensor) -> torch.Tensor:
-    linear = mel * (200.0 / 3)
-    log_part = 1000.0 * torch.exp((math.log(6.4) / 27.0) * (mel - 15.0))
-    return torch.where(mel >= 15.0, log_part, linear)
-
-
-def slaney_mel_filterbank(
-    sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None
-) -> torch.Tensor:
-    """Triangular Slaney-scale, Slaney-normalised (unit area) mel filters ``[n_mels, n_fft // 2 + 1]``."""
-    fmax = sample_rate / 2 if fmax is None else fmax
-    bins = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
-    mel_range = _hz_to_mel(torch.tensor([fmin, fmax], dtype=torch.float64))
-    edges = _mel_to_hz(torch.linspace(mel_range[0].item(), mel_range[1].item(), n_mels + 2, dtype=torch.float64))
-    lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    rising = (bins - lower) / (centre - lower)
-    falling = (upper - bins) / (upper - centre)
-    weights = torch.clamp(torch.minimum(rising, falling), min=0.0)
-    weights = weights * (2.0 / (upper - lower))
-    return weights.to(torch.float32)
-
-
 #: Default (n_fft, hop_length, win_length, n_mels): mka's front end in the middle, one finer, one coarser.
 MEL_RESOLUTIONS: tuple[tuple[int, int, int, int], ...] = (
     (512, 128, 512, 40),
@@ -88,9 +59,10 @@ MEL_RESOLUTIONS: tuple[tuple[int, int, int, int], ...] = (
 class MultiResolutionMelLoss(nn.Module):
     """Mean over resolutions of the L1 distance between log10 mels of real and generated audio.
 
-    Each mel is computed like mka's front end (reflect-pad ``(n_fft - hop) / 2``, Hann window,
-    no centring, Slaney filters, log10 with a 1e-5 floor); the magnitude takes ``sqrt(|z|^2 +
-    1e-9)`` so that its gradient stays finite at silent bins. With the single resolution
+    Each mel is computed like mka's front end (:mod:`mka_core.audio.mel`: reflect-pad
+    ``(n_fft - hop) / 2``, Hann window, no centring, its Slaney filterbank, log10 with a 1e-5
+    floor), except that the magnitude is ``sqrt(|z|^2 + 1e-9)`` so that its gradient stays
+    finite at silent bins. With the single resolution
     ``(1024, 256, 1024, 80)`` this is HiFi-GAN's mel loss.
     """
 
@@ -105,9 +77,11 @@ class MultiResolutionMelLoss(nn.Module):
         self.resolutions = tuple(tuple(r) for r in resolutions)
         for i, (n_fft, _hop, win, n_mels) in enumerate(self.resolutions):
             self.register_buffer(f"window_{i}", torch.hann_window(win), persistent=False)
-            self.register_buffer(
-                f"filters_{i}", slaney_mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax), persistent=False
+            bank = MelConfig(
+                sample_rate=sample_rate, n_fft=n_fft, win_length=win, n_mels=n_mels, fmin=fmin,
+                fmax=sample_rate / 2 if fmax is None else fmax,
             )
+            self.register_buffer(f"filters_{i}", mel_filterbank(bank), persistent=False)
 
     def log_mel(self, wave: torch.Tensor, index: int) -> torch.Tensor:
         """``[B, T]`` or ``[B, 1, T]`` waveform -> ``[B, n_mels, frames]`` log10 mel at resolution ``index``."""
