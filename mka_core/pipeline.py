@@ -175,14 +175,27 @@ class Pipeline:
             z = posterior.mean.float()
         return z * self.vae.scale_factor_value
 
+    #: Samples per VAE-decode / vocoder call. 1 makes every output bit-identical to a single
+    #: run of the same seed (Griffin-Lim in particular amplifies batched rounding differences);
+    #: raise it for throughput on a GPU.
+    decode_batch_size: int = 1
+
+    def _in_chunks(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        size = max(1, int(self.decode_batch_size))
+        return torch.cat([fn(x[i : i + size]) for i in range(0, x.shape[0], size)])
+
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        mel = self.vae.decode_latents(latents.to(self.device, self.dtype)).float()
+        latents = latents.to(self.device, self.dtype)
+        mel = self._in_chunks(lambda z: self.vae.decode_latents(z).float(), latents)
         return check_finite(mel, "VAE decoder")
 
     @torch.no_grad()
     def vocode(self, mel: torch.Tensor) -> torch.Tensor:
-        wav = self.vocoder(mel.to(self.device, torch.float32).squeeze(1))
+        mel = mel.to(self.device, torch.float32)
+        if mel.dim() == 4:
+            mel = mel.squeeze(1)
+        wav = self._in_chunks(self.vocoder, mel)
         return check_finite(wav, "vocoder")
 
     def null_condition(self, batch_size: int) -> Condition:

@@ -72,7 +72,8 @@ class GriffinLimVocoder(Vocoder):
         linear_mel = torch.pow(10.0, mel_log.float())
         magnitude = torch.matmul(self.inverse_filterbank, linear_mel).clamp(min=0) ** self.config.power
         generator = torch.Generator(device="cpu").manual_seed(self.config.seed)
-        phase = torch.rand(magnitude.shape, generator=generator).to(magnitude.device) * (2 * torch.pi)
+        # One initial phase shared by every sample, so a batch equals its single runs.
+        phase = torch.rand(magnitude.shape[1:], generator=generator).to(magnitude.device)[None] * (2 * torch.pi)
         angles = torch.polar(torch.ones_like(magnitude), phase)
         previous = torch.zeros_like(angles)
         momentum = self.config.momentum
