@@ -220,12 +220,13 @@ def test_gradients_reach_every_parameter():
 
 
 def test_safetensors_round_trip_keeps_outputs(tmp_path, tiny):
-    from safetensors.torch import load_file, save_file
+    from mka_core.weights import load_safetensors, save_safetensors
 
-    # Weights are held with channels-last strides; files store them contiguous (as mka's writer does).
-    save_file({k: v.contiguous() for k, v in tiny.state_dict().items()}, str(tmp_path / "v.safetensors"))
+    # Weights are held with channels-last strides; mka's writer stores them contiguous.
+    assert not tiny.resblocks[0].convs1[0].weight.is_contiguous()
+    save_safetensors(tiny.state_dict(), tmp_path / "v.safetensors")
     again = BigVGANVocoder(BigVGANConfig.preset("tiny")).eval()
-    again.load_state_dict(load_file(str(tmp_path / "v.safetensors")), strict=True)
+    again.load_state_dict(load_safetensors(tmp_path / "v.safetensors"), strict=True)
     mel = torch.randn(1, 80, 5)
     with torch.no_grad():
         assert torch.equal(again(mel), tiny(mel))
