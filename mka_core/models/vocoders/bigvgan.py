@@ -10,6 +10,10 @@ weight norm is folded, see :func:`fold_weight_norm`):
 
 An AMP block runs, for each dilation ``d``: ``x = c2(a2(c1(a1(x)))) + x`` with ``c1`` dilated by
 ``d`` and ``c2`` undilated; ``a1``/``a2`` are ``activations.{2i}`` / ``activations.{2i+1}``.
+
+Internally the signal runs time-major (see :mod:`channels_last`) and the anti-aliased
+activations in polyphase, tiled form (see :mod:`alias_free`); outputs equal the reference
+computation to float rounding (tested against a direct re-statement of it).
 """
 
 from __future__ import annotations
