@@ -74,9 +74,6 @@ class NoiseSchedule:
     def sample_timesteps(self, batch: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
         return torch.randint(0, self.num_train_steps, (batch,), generator=generator).to(device)
 
-    def start_step_for_strength(self, strength: float) -> int:
-        """The DDPM step an SDEdit strength ``t0`` starts from: ``round(t0 * N) - 1`` (0-based)."""
-        return max(0, min(self.num_train_steps - 1, int(round(strength * self.num_train_steps)) - 1))
 
 
 def diffusion_loss(eps_pred: torch.Tensor, noise: torch.Tensor, kind: str = "mse",

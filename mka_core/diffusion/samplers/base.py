@@ -64,8 +64,8 @@ class Sampler:
         if strength is not None and start_latents is not None and strength < 1.0:
             if not 0.0 <= strength <= 1.0:
                 raise InputError(f"Strength must be in (0, 1], got {strength}.")
-            start = schedule.start_step_for_strength(strength)
-            timesteps = [t for t in timesteps if t <= start]
+            start = int(round(strength * schedule.num_train_steps)) - 1
+            timesteps = [t for t in timesteps if t <= start] if start >= 0 else []
             if not timesteps:
                 return start_latents.float().clone()
             x = schedule.add_noise(start_latents.float(), x_T.float(), torch.full((x.shape[0],), timesteps[0]))

@@ -30,7 +30,8 @@ class DDIMSampler(Sampler):
         stride = max(1, n // steps)
         # The reference keeps every value of arange(0, N, c); taking the first `steps` of them
         # is identical whenever S divides N (e.g. 100 -> 1..991) and gives exactly S otherwise.
-        return [t + 1 for t in range(0, n, stride)][:steps][::-1]
+        offset = 1 if stride > 1 else 0  # with every step used, the +1 would run past N - 1
+        return [t + offset for t in range(0, n, stride)][:steps][::-1]
 
     def final_alpha(self, schedule: NoiseSchedule) -> float:
         return float(schedule.alphas_cumprod64[0]) if self.final_alpha_mode == "reference" else 1.0
