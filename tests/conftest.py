@@ -29,3 +29,34 @@ def _fresh_plugin_state():
     manager.reset_plugins()
     yield
     manager.reset_plugins()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny random pipeline folder (bert conditioner, Griffin-Lim), made once per session."""
+    from mka_core.plugins import manager
+    from mka_core.presets import build_pipeline
+
+    manager.reset_plugins()
+    folder = tmp_path_factory.mktemp("models") / "tiny-bert"
+    build_pipeline("tiny", cond="bert", seed=0).save_pretrained(folder)
+    return folder
+
+
+def run_cli(*args: str, env: dict | None = None, cwd=None):
+    """Run `python -m mka_core.cli.main ARGS` in a subprocess (the real console entry)."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "mka_core.cli.main", *map(str, args)], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, cwd=cwd)
+
+
+def assert_clean_error(result, *fragments: str) -> None:
+    """A user error: non-zero exit, one `mka: error:` line, no traceback."""
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert lines and lines[-1].startswith("mka: error:"), result.stderr
+    for fragment in fragments:
+        assert fragment.lower() in result.stderr.lower(), (fragment, result.stderr)
