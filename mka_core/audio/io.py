@@ -146,4 +146,7 @@ def save_audio(path: str | Path, wav: torch.Tensor | np.ndarray, sample_rate: in
 
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+    if "does not exist" in text or "System error" in text:
+        # libsndfile says this about files it cannot identify; the file exists (checked before).
+        return "format not recognised"
     return text[:160].rstrip(". ")
