@@ -1,12 +1,16 @@
 """The mel front end of Make-An-Audio, exactly as the reference release computes it.
 
 Waveform at 16 kHz -> reflect-pad (n_fft - hop) / 2 = 384 samples on each side -> STFT with
-``center=False`` (Hann window 1024, hop 256) -> magnitude -> Slaney-normalised Slaney-scale
-mel filterbank (80 bins, 0-8000 Hz) -> ``log10(max(x, 1e-5))``. Values lie in about
-[-5, 1.5]; 62.5 frames per second.
+``center=False`` (periodic Hann window 1024, hop 256) -> magnitude ``sqrt(re^2 + im^2)`` ->
+Slaney-normalised Slaney-scale mel filterbank (80 bins, 0-8000 Hz) -> ``log10(max(x, 1e-5))``.
+Values lie in about [-5, 1.5]; 62.5 frames per second.
 
-With that padding an input of ``N`` samples gives ``(N + 2*384 - 1024) // 256 + 1 =
-(N - 256) // 256 + 1`` frames, which is ``N // 256`` for every ``N >= 256``.
+Frame count: an input of ``N`` samples is padded to ``N + 2*pad`` and framed without centring,
+so it gives ``(N + 2*pad - n_fft) // hop + 1`` frames. With the defaults ``2*pad = n_fft - hop``
+exactly, which reduces this to ``(N - hop) // hop + 1 = N // hop``: every ``N >= 256`` gives
+``N // 256`` frames (160000 samples -> 625, 159744 -> 624) and frame ``t`` is centred on sample
+``t * hop + hop / 2``. When ``n_fft - hop`` is odd the pad is rounded down and the general
+formula (see :func:`frames_for_samples`) applies.
 
 Layout everywhere in mka: ``[B, 1, n_mels, frames]`` (height = mel bins, width = time).
 """
@@ -17,27 +21,45 @@ import math
 
 import torch
 import torchaudio
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from mka_core.config import StrictModel
 from mka_core.errors import InputError
+
+#: Training clips of the reference release: 10 s padded, 624 frames (shorter mels are tiled).
+TRAINING_FRAMES = 624
 
 
 class MelConfig(StrictModel):
     """Parameters of the mel front end (defaults: the paper and the reference release)."""
 
-    sample_rate: int = Field(16000, description="Audio sample rate in Hz.")
-    n_fft: int = Field(1024, description="FFT size.")
-    win_length: int = Field(1024, description="Hann window length.")
-    hop_length: int = Field(256, description="Hop between frames (62.5 frames/s at 16 kHz).")
-    n_mels: int = Field(80, description="Mel bins (the spectrogram's height).")
-    fmin: float = Field(0.0, description="Lowest filter edge in Hz.")
-    fmax: float = Field(8000.0, description="Highest filter edge in Hz.")
-    log_floor: float = Field(1e-5, description="Magnitudes are clamped to this before log10.")
+    sample_rate: int = Field(16000, gt=0, description="Audio sample rate in Hz; inputs must already be at this rate.")
+    n_fft: int = Field(1024, gt=0, description="FFT size; the STFT has n_fft // 2 + 1 frequency bins.")
+    win_length: int = Field(1024, gt=0, description="Length of the periodic Hann window (zero-padded to n_fft if shorter).")
+    hop_length: int = Field(256, gt=0, description="Samples between frames (62.5 frames/s at 16 kHz).")
+    n_mels: int = Field(80, gt=0, description="Mel bins: the spectrogram's height.")
+    fmin: float = Field(0.0, ge=0, description="Lower edge in Hz of the lowest mel filter.")
+    fmax: float = Field(8000.0, gt=0, description="Upper edge in Hz of the highest mel filter (at most sample_rate / 2).")
+    log_floor: float = Field(1e-5, gt=0, description="Mel magnitudes are clamped to at least this before log10 (-5 = silence).")
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> "MelConfig":
+        if self.win_length > self.n_fft:
+            raise ValueError(f"win_length ({self.win_length}) must not exceed n_fft ({self.n_fft})")
+        if self.hop_length > self.n_fft:
+            raise ValueError(f"hop_length ({self.hop_length}) must not exceed n_fft ({self.n_fft})")
+        if not self.fmin < self.fmax <= self.sample_rate / 2:
+            raise ValueError(f"need fmin < fmax <= sample_rate / 2, got fmin={self.fmin}, fmax={self.fmax}")
+        return self
 
     @property
     def pad(self) -> int:
+        """Reflect padding on each side of the waveform: (n_fft - hop) // 2 = 384."""
         return (self.n_fft - self.hop_length) // 2
+
+    @property
+    def n_freqs(self) -> int:
+        return self.n_fft // 2 + 1
 
     @property
     def frames_per_second(self) -> float:
@@ -45,9 +67,9 @@ class MelConfig(StrictModel):
 
 
 def mel_filterbank(config: MelConfig) -> torch.Tensor:
-    """``[n_mels, n_fft // 2 + 1]`` Slaney-normalised filters on the Slaney mel scale."""
+    """``[n_mels, n_fft // 2 + 1]`` Slaney-normalised filters on the Slaney mel scale (float32)."""
     fb = torchaudio.functional.melscale_fbanks(
-        n_freqs=config.n_fft // 2 + 1,
+        n_freqs=config.n_freqs,
         f_min=config.fmin,
         f_max=config.fmax,
         n_mels=config.n_mels,
@@ -56,6 +78,13 @@ def mel_filterbank(config: MelConfig) -> torch.Tensor:
         mel_scale="slaney",
     )
     return fb.T.contiguous()
+
+
+def analysis_window(config: MelConfig) -> torch.Tensor:
+    """The periodic Hann window, centred in ``n_fft`` when ``win_length`` is shorter."""
+    window = torch.hann_window(config.win_length)
+    left = (config.n_fft - config.win_length) // 2
+    return torch.nn.functional.pad(window, (left, config.n_fft - config.win_length - left))
 
 
 _F_SP = 200.0 / 3  # Slaney scale: linear below 1 kHz, 200/3 Hz per mel
@@ -72,6 +101,7 @@ def hz_to_mel(freq: torch.Tensor) -> torch.Tensor:
 
 
 def mel_to_hz(mel: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`hz_to_mel`."""
     mel = torch.as_tensor(mel, dtype=torch.float64)
     linear = mel * _F_SP
     log = _MIN_LOG_HZ * torch.exp(_LOGSTEP * (mel - _MIN_LOG_MEL))
@@ -85,67 +115,96 @@ def mel_bin_centres(config: MelConfig) -> torch.Tensor:
     return mel_to_hz(points)[1:-1].float()
 
 
+def pad_waveform(waveform: torch.Tensor, config: MelConfig) -> torch.Tensor:
+    """``[B, N]`` -> ``[B, N + 2*pad]`` with the reference's reflect padding.
+
+    Reflect padding needs more samples than the pad; shorter clips (N <= 384, under 25 ms)
+    fall back to zero padding rather than failing.
+    """
+    mode = "reflect" if waveform.shape[-1] > config.pad else "constant"
+    return torch.nn.functional.pad(waveform[:, None], (config.pad, config.pad), mode=mode)[:, 0]
+
+
+def framed_stft(waveform: torch.Tensor, config: MelConfig, window: torch.Tensor) -> torch.Tensor:
+    """Complex STFT ``[B, n_fft//2+1, frames]`` with the front end's framing (pad, no centring).
+
+    Shared by the front end and the Griffin-Lim vocoder so both use the very same framing.
+    """
+    return torch.stft(
+        pad_waveform(waveform, config),
+        n_fft=config.n_fft,
+        hop_length=config.hop_length,
+        win_length=config.n_fft,
+        window=window.to(waveform),
+        center=False,
+        return_complex=True,
+    )
+
+
 class MelFrontEnd(torch.nn.Module):
-    """``[B, N]`` or ``[N]`` waveform -> ``[B, 1, n_mels, frames]`` log10 mel (float32)."""
+    """``[B, N]`` or ``[N]`` waveform -> ``[B, 1, n_mels, frames]`` log10 mel (float32).
+
+    The window and filterbank are non-persistent buffers: they follow ``.to(device)`` and are
+    not part of any checkpoint (they are fully determined by the config).
+    """
 
     def __init__(self, config: MelConfig | None = None) -> None:
         super().__init__()
         self.config = config or MelConfig()
-        self.register_buffer("window", torch.hann_window(self.config.win_length), persistent=False)
+        self.register_buffer("window", analysis_window(self.config), persistent=False)
         self.register_buffer("filterbank", mel_filterbank(self.config), persistent=False)
 
-    def magnitude(self, waveform: torch.Tensor) -> torch.Tensor:
-        """Linear STFT magnitude ``[B, n_fft//2+1, frames]`` with the reference padding."""
-        cfg = self.config
+    def _as_batch(self, waveform: torch.Tensor) -> torch.Tensor:
         if waveform.dim() == 1:
             waveform = waveform[None]
         if waveform.dim() != 2:
             raise InputError(f"Expected a waveform of shape [B, N] or [N], got {tuple(waveform.shape)}.")
-        if waveform.shape[-1] < cfg.hop_length:
-            raise InputError(f"Audio of {waveform.shape[-1]} samples is too short: at least {cfg.hop_length} are needed.")
-        x = waveform.float()
-        # Reflect padding needs more samples than the pad; very short clips fall back to zeros.
-        mode = "reflect" if x.shape[-1] > cfg.pad else "constant"
-        x = torch.nn.functional.pad(x[:, None], (cfg.pad, cfg.pad), mode=mode)[:, 0]
-        spec = torch.stft(
-            x,
-            n_fft=cfg.n_fft,
-            hop_length=cfg.hop_length,
-            win_length=cfg.win_length,
-            window=self.window.to(x.device),
-            center=False,
-            return_complex=True,
-        )
-        return spec.abs()
+        if waveform.shape[-1] < self.config.hop_length:
+            raise InputError(
+                f"Audio of {waveform.shape[-1]} samples is too short: at least {self.config.hop_length} are needed."
+            )
+        return waveform.float()
+
+    def magnitude(self, waveform: torch.Tensor) -> torch.Tensor:
+        """Linear STFT magnitude ``[B, n_fft//2+1, frames]`` with the reference framing."""
+        return framed_stft(self._as_batch(waveform), self.config, self.window).abs()
+
+    def linear_mel(self, waveform: torch.Tensor) -> torch.Tensor:
+        """Mel magnitudes before the floor and log10, ``[B, n_mels, frames]``."""
+        magnitude = self.magnitude(waveform)
+        return torch.matmul(self.filterbank.to(magnitude), magnitude)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        magnitude = self.magnitude(waveform)
-        mel = torch.matmul(self.filterbank.to(magnitude.device), magnitude)
+        mel = self.linear_mel(waveform)
         return torch.log10(torch.clamp(mel, min=self.config.log_floor))[:, None]
 
 
 def frames_for_samples(num_samples: int, config: MelConfig | None = None) -> int:
-    """Frames the front end yields for ``num_samples`` samples."""
+    """Frames the front end yields for ``num_samples`` samples (``N // 256`` by default)."""
     cfg = config or MelConfig()
-    return (num_samples + 2 * cfg.pad - cfg.n_fft) // cfg.hop_length + 1
+    return max(0, (num_samples + 2 * cfg.pad - cfg.n_fft) // cfg.hop_length + 1)
 
 
 def frames_for_seconds(seconds: float, config: MelConfig | None = None) -> int:
+    """Frames for ``seconds`` of audio (rounded to whole samples): 10 s -> 625, 9.984 s -> 624."""
     cfg = config or MelConfig()
     return frames_for_samples(int(round(seconds * cfg.sample_rate)), cfg)
 
 
 def samples_for_frames(frames: int, config: MelConfig | None = None) -> int:
+    """Samples a vocoder produces for ``frames`` frames: ``frames * hop`` (624 -> 159744)."""
     cfg = config or MelConfig()
     return frames * cfg.hop_length
 
 
-def tile_or_crop(mel: torch.Tensor, frames: int = 624) -> torch.Tensor:
-    """Fit a mel to ``frames`` along time: crop longer ones, *tile* shorter ones.
+def tile_or_crop(mel: torch.Tensor, frames: int = TRAINING_FRAMES) -> torch.Tensor:
+    """Fit a mel (time on the last axis) to ``frames``: crop longer ones, *tile* shorter ones.
 
-    Tiling (repeating the clip) rather than zero-padding is what the reference training does,
-    so short clips do not teach the model silence.
+    Tiling (repeating the clip end to end) rather than zero-padding is what the reference
+    training does, so short clips do not teach the model silence.
     """
+    if frames <= 0:
+        raise InputError(f"The target length must be at least one frame, got {frames}.")
     length = mel.shape[-1]
     if length == 0:
         raise InputError("Cannot tile an empty mel spectrogram.")
