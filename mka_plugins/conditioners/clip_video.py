@@ -81,11 +81,38 @@ def read_frames(path: str | Path, count: int) -> tuple[np.ndarray, list[int]]:
             with decord.bridge.use_torch():
                 batch = reader.get_batch(indices)
         except (decord.DECORDError, RuntimeError, IndexError) as exc:
-            raise InputError(f"Could not decode frames {indices} of {path}: the video data is corrupt.") from exc
+            # decord 0.6 fails on some valid streams (e.g. MPEG-4 part 2 at widths that are not a
+            # multiple of 64: "The size must exactly match"); PyAV decodes those.
+            fallback = _read_frames_with_pyav(path, indices)
+            if fallback is None:
+                raise InputError(f"Could not decode frames {indices} of {path}: the video data is corrupt.") from exc
+            return fallback, indices
     finally:
         del reader
     frames = batch.numpy() if isinstance(batch, torch.Tensor) else np.asarray(batch)
     return np.ascontiguousarray(frames.astype(np.uint8, copy=False)), indices
+
+
+def _read_frames_with_pyav(path: Path, indices: list[int]) -> np.ndarray | None:
+    """The frames at ``indices`` decoded with PyAV, or None when PyAV is missing or fails too."""
+    try:
+        import av
+    except ImportError:
+        return None
+    wanted = set(indices)
+    found: dict[int, np.ndarray] = {}
+    try:
+        with av.open(str(path)) as container:
+            for k, frame in enumerate(container.decode(video=0)):
+                if k in wanted:
+                    found[k] = frame.to_ndarray(format="rgb24")
+                if k >= max(indices):
+                    break
+    except Exception:  # any PyAV/FFmpeg failure means the file really is unreadable
+        return None
+    if not wanted <= set(found):
+        return None
+    return np.ascontiguousarray(np.stack([found[i] for i in indices]).astype(np.uint8, copy=False))
 
 
 class ClipVideoConditioner(OpenClipConditioner):
