@@ -13,16 +13,23 @@ exactly, which reduces this to ``(N - hop) // hop + 1 = N // hop``: every ``N >=
 formula (see :func:`frames_for_samples`) applies.
 
 Layout everywhere in mka: ``[B, 1, n_mels, frames]`` (height = mel bins, width = time).
+
+Scalings (``MelConfig.scaling``, see :mod:`mka_core.audio.mel_scaling`): ``"log10"`` above
+(family A); ``"db_unit"`` for the family-B models (``MelConfig.preset("maa-b")``: 125-7600 Hz,
+dB mapped to [0, 1] and then to the [-1, 1] their VAE sees). Vocoders always take log10 mels:
+:meth:`MelFrontEnd.to_log10` converts the front end's output for them.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torchaudio
 from pydantic import Field, model_validator
 
+from mka_core.audio.mel_scaling import silence_value, to_log10, to_model_space
 from mka_core.config import StrictModel
 from mka_core.errors import InputError
 
@@ -41,6 +48,13 @@ class MelConfig(StrictModel):
     fmin: float = Field(0.0, ge=0, description="Lower edge in Hz of the lowest mel filter.")
     fmax: float = Field(8000.0, gt=0, description="Upper edge in Hz of the highest mel filter (at most sample_rate / 2).")
     log_floor: float = Field(1e-5, gt=0, description="Mel magnitudes are clamped to at least this before log10 (-5 = silence).")
+    scaling: Literal["log10", "db_unit"] = Field(
+        "log10",
+        description="log10: the floored log10 magnitude (family A). db_unit: 20*log10 - db_ref, mapped so db_min dB "
+        "is 0, clipped to [0, 1], then output as 2u - 1 in [-1, 1] (family B).",
+    )
+    db_ref: float = Field(20.0, description="db_unit only: reference level in dB subtracted from 20*log10(magnitude).")
+    db_min: float = Field(-100.0, lt=0, description="db_unit only: the level (dB, after db_ref) mapped to 0.")
 
     @model_validator(mode="after")
     def _check_consistency(self) -> "MelConfig":
@@ -51,6 +65,20 @@ class MelConfig(StrictModel):
         if not self.fmin < self.fmax <= self.sample_rate / 2:
             raise ValueError(f"need fmin < fmax <= sample_rate / 2, got fmin={self.fmin}, fmax={self.fmax}")
         return self
+
+    @classmethod
+    def preset(cls, name: str) -> "MelConfig":
+        """``base`` / ``tiny``: the paper's front end; ``maa-b``: the family-B models' (125-7600 Hz, db_unit)."""
+        if name in ("base", "tiny"):
+            return cls()
+        if name == "maa-b":
+            return cls(fmin=125.0, fmax=7600.0, scaling="db_unit")
+        raise InputError(f"Unknown mel preset '{name}'; valid presets are 'base', 'tiny' and 'maa-b'.")
+
+    @property
+    def silence(self) -> float:
+        """The front end's output for silence: -5 (log10) or -1 (db_unit)."""
+        return silence_value(self)
 
     @property
     def pad(self) -> int:
@@ -142,7 +170,7 @@ def framed_stft(waveform: torch.Tensor, config: MelConfig, window: torch.Tensor)
 
 
 class MelFrontEnd(torch.nn.Module):
-    """``[B, N]`` or ``[N]`` waveform -> ``[B, 1, n_mels, frames]`` log10 mel (float32).
+    """``[B, N]`` or ``[N]`` waveform -> ``[B, 1, n_mels, frames]`` log mel (float32) in the config's scaling.
 
     The window and filterbank are non-persistent buffers: they follow ``.to(device)`` and are
     not part of any checkpoint (they are fully determined by the config).
@@ -176,7 +204,12 @@ class MelFrontEnd(torch.nn.Module):
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         mel = self.linear_mel(waveform)
-        return torch.log10(torch.clamp(mel, min=self.config.log_floor))[:, None]
+        log_mel = torch.log10(torch.clamp(mel, min=self.config.log_floor))
+        return to_model_space(log_mel, self.config)[:, None]
+
+    def to_log10(self, mel: torch.Tensor) -> torch.Tensor:
+        """This front end's output (any shape) -> the log10 mel every vocoder takes (identity for log10)."""
+        return to_log10(mel, self.config)
 
 
 def frames_for_samples(num_samples: int, config: MelConfig | None = None) -> int:
