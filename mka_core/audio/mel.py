@@ -60,8 +60,6 @@ class MelConfig(StrictModel):
     def _check_consistency(self) -> "MelConfig":
         if self.win_length > self.n_fft:
             raise ValueError(f"win_length ({self.win_length}) must not exceed n_fft ({self.n_fft})")
-        if self.hop_length > self.n_fft:
-            raise ValueError(f"hop_length ({self.hop_length}) must not exceed n_fft ({self.n_fft})")
         if not self.fmin < self.fmax <= self.sample_rate / 2:
             raise ValueError(f"need fmin < fmax <= sample_rate / 2, got fmin={self.fmin}, fmax={self.fmax}")
         return self
@@ -179,6 +177,9 @@ class MelFrontEnd(torch.nn.Module):
     def __init__(self, config: MelConfig | None = None) -> None:
         super().__init__()
         self.config = config or MelConfig()
+        # Checked here, not in MelConfig: filterbank-only users (mel losses) leave hop at 256.
+        if self.config.hop_length > self.config.n_fft:
+            raise InputError(f"The mel hop ({self.config.hop_length}) must not exceed n_fft ({self.config.n_fft}).")
         self.register_buffer("window", analysis_window(self.config), persistent=False)
         self.register_buffer("filterbank", mel_filterbank(self.config), persistent=False)
 

@@ -136,6 +136,8 @@ def test_bad_inputs_and_configs_are_errors():
         MelConfig(win_length=2048)
     with pytest.raises(ValidationError):
         MelConfig(n_mel=80)  # misspelled key
+    with pytest.raises(InputError, match="hop"):
+        MelFrontEnd(MelConfig(n_fft=128, win_length=128))
 
 
 def test_bin_centres_are_increasing_and_within_band():
