@@ -13,6 +13,7 @@ BUILTIN_COMMAND_MODULES = [
     "info",
     "new_model",
     "weights",
+    "generate",
 ]
 
 
