@@ -163,6 +163,27 @@ class Pipeline:
         return self.mel_frontend(waveform.to(self.device, torch.float32))
 
     @torch.no_grad()
+    def init_mel(self, request: TaskRequest) -> torch.Tensor:
+        """``[B, 1, n_mels, request.frames]`` log-mel of the request's init audio.
+
+        The request's waveform (already cropped or zero-padded to the requested length) is
+        padded with silence to ``frames * hop`` samples, so its mel lines up column for column
+        with the mel the model generates.
+        """
+        if request.init_audio is None:
+            raise InputError("This task needs an init audio (--init FILE).")
+        wave = request.init_audio.float()
+        target = request.frames * self.hop_length
+        if wave.shape[-1] < target:
+            wave = torch.nn.functional.pad(wave, (0, target - wave.shape[-1]))
+        mel = self.mel(wave[..., :target])
+        if mel.shape[-1] > request.frames:
+            mel = mel[..., : request.frames]
+        elif mel.shape[-1] < request.frames:  # a front end that drops a last partial frame
+            mel = torch.nn.functional.pad(mel, (0, request.frames - mel.shape[-1]), mode="replicate")
+        return mel
+
+    @torch.no_grad()
     def encode_mel(self, mel: torch.Tensor, generators: Sequence[torch.Generator] | None = None, sample: bool = False) -> torch.Tensor:
         """Mel -> scaled latents. ``sample=False`` takes the posterior mean (deterministic)."""
         posterior = self.vae.encode(mel.to(self.device, self.dtype))

@@ -39,7 +39,6 @@ from mka_core.config import StrictModel
 from mka_core.errors import InputError
 from mka_core.plugins.hookspecs import hookimpl
 from mka_core.tasks import Task, TaskOutput, TaskRequest
-from mka_plugins.tasks.init_audio import init_mel
 
 #: Input-group names of an inpainting U-Net, after ``x_t``.
 MASKED_LATENT, MASK = "masked_latent", "mask"
@@ -79,7 +78,7 @@ class InpaintTask(Task):
 
     def run(self, pipeline, request: TaskRequest) -> TaskOutput:
         variant = resolve_variant(pipeline, request.options.variant)
-        mel = init_mel(pipeline, request)
+        mel = pipeline.init_mel(request)
         mask = request.mask.to(mel.device, torch.float32)
         small_mask = latent_mask(mask, pipeline.vae_factor)
         extra = inpainting_channels(pipeline, mel, mask) if has_inpainting_inputs(pipeline) else None

@@ -22,7 +22,6 @@ from mka_core.config import StrictModel
 from mka_core.errors import InputError
 from mka_core.plugins.hookspecs import hookimpl
 from mka_core.tasks import Task, TaskOutput, TaskRequest
-from mka_plugins.tasks.init_audio import init_mel
 from mka_plugins.tasks.t2a import check_plain_unet
 
 DEFAULT_STRENGTH = 0.5
@@ -67,7 +66,7 @@ class SDEditTask(Task):
             if start.shape[0] != request.batch_size:
                 start = start.expand(request.batch_size, -1, -1, -1)
         else:
-            start = pipeline.encode_mel(init_mel(pipeline, request))
+            start = pipeline.encode_mel(pipeline.init_mel(request))
         latents = pipeline.sample(request, strength=strength, start_latents=start)
         return TaskOutput(mel=pipeline.decode_latents(latents), latents=latents, metadata={"strength": strength})
 

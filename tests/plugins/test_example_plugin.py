@@ -22,7 +22,7 @@ def mka(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def installed_example():
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "install", "--no-deps", "--no-build-isolation", str(EXAMPLE)], check=True)
+    subprocess.run([*pip, "install", "--no-deps", str(EXAMPLE)], check=True)
     try:
         yield
     finally:

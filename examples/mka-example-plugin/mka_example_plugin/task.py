@@ -18,7 +18,7 @@ class ContinueTask(Task):
             raise InputError("--duration must be longer than the init audio to have something to continue.")
 
     def run(self, pipeline, request: TaskRequest) -> TaskOutput:
-        mel = pipeline.mel(request.init_audio)[..., : request.frames]
+        mel = pipeline.init_mel(request)  # the init audio's mel, exactly request.frames wide
         known = pipeline.encode_mel(mel)
         factor = pipeline.vae_factor
         # Latent columns fully inside the init audio are known; everything after is generated.
