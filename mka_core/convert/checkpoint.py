@@ -71,6 +71,7 @@ def load_checkpoint(path: str | Path, *, state_key: str = "state_dict", what: st
     if state_key in data and isinstance(data[state_key], Mapping):
         state, used_key = data[state_key], state_key
     elif not all(isinstance(v, torch.Tensor) for v in data.values()):
+        _name_other_layout(data, path, what)
         found = ", ".join(sorted(str(k) for k in data)[:8])
         raise WeightsError(
             f"The {what} {path} has no '{state_key}' entry (top-level keys: {found}); it is not a {what} of this kind."
@@ -80,6 +81,19 @@ def load_checkpoint(path: str | Path, *, state_key: str = "state_dict", what: st
         raise WeightsError(f"The {what} {path} has non-tensor entries in its weights (first: '{bad[0]}'); it is damaged.")
     extra = {k: v for k, v in data.items() if k != used_key} if used_key else {}
     return ForeignCheckpoint(path=path, state=dict(state), extra=extra, state_key=used_key)
+
+
+def _name_other_layout(data: Mapping[str, Any], path: Path, what: str) -> None:
+    """A file of another known kind (e.g. a vocoder's ``{"generator": ...}``) is named as such."""
+    from mka_core.convert.families import KINDS, identify
+
+    for key, value in data.items():
+        if isinstance(value, Mapping) and value and all(isinstance(v, torch.Tensor) for v in value.values()):
+            found = identify(value)
+            if found is not None:
+                kind = KINDS[found]
+                raise WeightsError(f"{path} is not a {what}; it looks like {kind.description} (under '{key}') - "
+                                   f"{kind.command}.")
 
 
 def iter_tensors(value: Any, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:

@@ -103,7 +103,6 @@ def bigvgan_config(args: dict[str, Any], input_scale: str, source: str):
 def convert_bigvgan(folder: str | Path, input_scale: str = "log10") -> tuple[Any, Ledger, dict[str, Any]]:
     """(mka BigVGAN with every tensor filled, the ledger of best_netG.pt, report info)."""
     from mka_core.models.vocoders.bigvgan import BigVGANVocoder
-    from mka_core.models.vocoders.weight_norm import fold_weight_norm
 
     args_path, weights_path = find_vocoder_files(folder)
     args = read_yaml(args_path)
@@ -116,7 +115,6 @@ def convert_bigvgan(folder: str | Path, input_scale: str = "log10") -> tuple[Any
     state = {k: v.float() if v.is_floating_point() and v.dtype != torch.float64 else v for k, v in ckpt.state.items()}
     vocoder = BigVGANVocoder(config)
     vocoder.load_reference_state_dict(state, source=str(weights_path))
-    folded = fold_weight_norm(state)
     for key in ckpt.state:
         for suffix in (".weight_g", ".weight_v", ".parametrizations.weight.original0", ".parametrizations.weight.original1"):
             if key.endswith(suffix):
@@ -124,7 +122,6 @@ def convert_bigvgan(folder: str | Path, input_scale: str = "log10") -> tuple[Any
                 break
         else:
             ledger.use(key, f"vocoder:{key}")
-    assert set(folded) == set(vocoder.state_dict())  # load_reference_state_dict already enforced it
     ignored_args = sorted(set(args) - set(ARCHITECTURE_KEYS))
     info = {
         "args_file": str(args_path),
