@@ -14,6 +14,7 @@ BUILTIN_COMMAND_MODULES = [
     "new_model",
     "weights",
     "generate",
+    "convert",
 ]
 
 
