@@ -111,10 +111,11 @@ def add_install_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("packages", nargs="*", help="pip requirement specifiers or local paths")
     parser.add_argument("-e", "--editable", action="store_true", help="install a local folder in editable mode")
     parser.add_argument("--upgrade", "-U", action="store_true")
+    parser.add_argument("--no-deps", action="store_true", help="do not install the package's dependencies")
 
 
 def run_install(args: argparse.Namespace) -> int:
-    extra = ["--upgrade"] if args.upgrade else []
+    extra = (["--upgrade"] if args.upgrade else []) + (["--no-deps"] if args.no_deps else [])
     packages = list(args.packages)
     if args.editable:
         packages = [item for path in packages for item in ("-e", path)]

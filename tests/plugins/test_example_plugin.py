@@ -21,12 +21,15 @@ def mka(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def installed_example():
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "install", "--no-deps", str(EXAMPLE)], check=True)
+    """`mka install` / `mka uninstall` run pip in mka's own interpreter."""
+    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    installed = mka("install", "--no-deps", str(EXAMPLE), env=env)
+    assert installed.returncode == 0, installed.stderr
     try:
         yield
     finally:
-        subprocess.run([*pip, "uninstall", "-y", "mka-example-plugin"], check=True)
+        removed = mka("uninstall", "mka-example-plugin", env=env)
+        assert removed.returncode == 0, removed.stderr
 
 
 def test_example_plugin_installs_lists_and_generates(installed_example, tmp_path):
