@@ -43,13 +43,51 @@ def tiny_model_dir(tmp_path_factory):
     return folder
 
 
-def run_cli(*args: str, env: dict | None = None, cwd=None):
-    """Run `python -m mka_core.cli.main ARGS` in a subprocess (the real console entry)."""
+class CliResult:
+    """What a CLI run produced (the fields of subprocess.CompletedProcess that tests use)."""
+
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def run_cli(*args: str, env: dict | None = None, cwd=None, subprocess_run: bool = False):
+    """Run the `mka` CLI with ARGS.
+
+    By default in this process through `mka_core.cli.main.main` (the console script's own entry,
+    so error handling is identical, without paying for a new interpreter and torch import per
+    call); `subprocess_run=True` starts `python -m mka_core.cli.main` for tests that need a real
+    process (signals, pip installs, environment seen at import time).
+    """
+    import contextlib
+    import io
     import subprocess
     import sys
 
-    return subprocess.run([sys.executable, "-m", "mka_core.cli.main", *map(str, args)], capture_output=True,
-                          text=True, env={**os.environ, **(env or {})}, cwd=cwd)
+    if subprocess_run or cwd is not None:
+        done = subprocess.run([sys.executable, "-m", "mka_core.cli.main", *map(str, args)], capture_output=True,
+                              text=True, env={**os.environ, **(env or {})}, cwd=cwd)
+        return CliResult(done.returncode, done.stdout, done.stderr)
+    from mka_core.cli.main import main
+    from mka_core.plugins import manager
+
+    saved = {key: os.environ.get(key) for key in (env or {})}
+    os.environ.update(env or {})
+    manager.reset_plugins()
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main([str(a) for a in args])
+            except SystemExit as exc:  # argparse usage errors and --help
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        manager.reset_plugins()
+    return CliResult(int(code), out.getvalue(), err.getvalue())
 
 
 def assert_clean_error(result, *fragments: str) -> None:
