@@ -71,6 +71,26 @@ def find_vocoder_files(folder: str | Path) -> tuple[Path, Path]:
     return args, weights
 
 
+#: Spellings of the family-B [0, 1] dB mel scale a BigVGANConfig may offer.
+DB_UNIT_NAMES = ("db_unit", "unit_db")
+
+
+def _offered_scale(config_cls: Any, input_scale: str) -> str:
+    """The ``input_scale`` value of ``config_cls`` naming ``input_scale`` (family B: either spelling)."""
+    from typing import get_args
+
+    field = config_cls.model_fields.get("input_scale")
+    offered = get_args(field.annotation) if field is not None else ()
+    names = DB_UNIT_NAMES if input_scale in DB_UNIT_NAMES else (input_scale,)
+    for name in names:
+        if name in offered:
+            return name
+    raise WeightsError(
+        f"This mka's BigVGAN cannot take the '{input_scale}' mel of this model family (its input_scale option "
+        f"offers {', '.join(offered) or 'nothing else'}); convert without --vocoder (Griffin-Lim) or update mka."
+    )
+
+
 def bigvgan_config(args: dict[str, Any], input_scale: str, source: str):
     """mka's ``BigVGANConfig`` from the reference args (unknown training settings are left out)."""
     from pydantic import ValidationError
@@ -84,13 +104,7 @@ def bigvgan_config(args: dict[str, Any], input_scale: str, source: str):
     if "resblock" in fields:
         fields["resblock"] = str(fields["resblock"])
     if input_scale != "log10":
-        if "input_scale" not in BigVGANConfig.model_fields or input_scale not in str(
-                BigVGANConfig.model_fields["input_scale"].annotation):
-            raise WeightsError(
-                f"This mka's BigVGAN cannot take the '{input_scale}' mel of this model family (its input_scale "
-                "option lacks it); convert without --vocoder (Griffin-Lim) or update mka."
-            )
-        fields["input_scale"] = input_scale
+        fields["input_scale"] = _offered_scale(BigVGANConfig, input_scale)
     try:
         return BigVGANConfig(**fields)
     except ValidationError as exc:
