@@ -276,8 +276,11 @@ class Pipeline:
 
     def _unet_fn(self, extra_channels: torch.Tensor | None) -> Callable[..., torch.Tensor]:
         unet, dtype = self.unet, self.dtype
+        takes_context = unet.config.context_dim is not None
 
         def model(x: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None, context_mask: torch.Tensor | None):
+            if not takes_context:  # a context-free U-Net (e.g. the released inpainting model)
+                context = context_mask = None
             if extra_channels is not None:
                 extra = extra_channels.to(x.device, x.dtype)
                 if extra.shape[0] != x.shape[0]:  # guidance doubles the batch

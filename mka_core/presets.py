@@ -16,7 +16,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The paper / reference release: VAE ch 128 [1,2,2,4], U-Net 320 [1,2], BigVGAN 16 kHz.
     "base": {"vae": "base", "unet": "base", "vocoder": "bigvgan", "vocoder_preset": "base"},
     # Same architectures, small widths; Griffin-Lim needs no trained weights.
-    "tiny": {"vae": "tiny", "unet": "tiny", "vocoder": "griffin-lim", "vocoder_preset": None},
+    "tiny": {"vae": "tiny", "unet": "tiny", "vocoder": "griffin-lim", "vocoder_preset": "tiny"},
 }
 
 
