@@ -24,6 +24,9 @@ def require_transformers():
         import transformers
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise PluginError("This conditioner needs transformers: pip install 'mka[text]'.") from exc
+    # transformers 5 draws a "Loading weights" bar on every load; mka has its own progress display.
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
     return transformers
 
 
