@@ -136,11 +136,10 @@ def print_summary(ledgers: Iterable[Ledger], filled: Mapping[str, int], console:
     console = console or Console()
     for ledger in ledgers:
         table = Table(title=f"{ledger.source}: every tensor accounted for")
-        for column, justify in (("fate", "left"), ("into / why", "left"), ("tensors", "right"), ("elements", "right"),
-                                ("e.g.", "left")):
+        for column, justify in (("fate", "left"), ("tensors", "right"), ("elements", "right"), ("into / why", "left")):
             table.add_column(column, justify=justify, overflow="fold")
         for row in ledger.groups():
-            table.add_row(row["fate"], row["where"], str(row["tensors"]), f"{row['elements']:,}", row["first_key"])
+            table.add_row(row["fate"], str(row["tensors"]), f"{row['elements']:,}", row["where"])
         console.print(table)
     table = Table(title="mka components filled")
     table.add_column("component")

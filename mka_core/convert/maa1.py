@@ -43,7 +43,7 @@ def convert_maa1(ckpt: str | Path, vocoder: str | Path, *, staging: Path, tokeni
     ignore_extra_entries(loaded.extra, ledger)
     parts = convert_diffusion_parts(loaded.state, ledger, unet_config=UNetConfig.preset("base"),
                                     vae_config=VAEConfig.preset("base"), schedule=ScheduleConfig(), source=source)
-    conditioner, text_info = convert_caption_encoder(loaded.state, ledger, tokenizer, staging, source)
+    conditioner, text_info = convert_caption_encoder(loaded.state, ledger, tokenizer, source)
     ledger.check_complete()
     voc, voc_ledger, voc_info = convert_bigvgan(vocoder, input_scale="log10")
     voc_ledger.check_complete()

@@ -131,7 +131,8 @@ def convert_maa_b(ckpt: str | Path, kind: str, *, staging: Path, vocoder: str | 
     if kind == "t2a":
         from mka_core.convert.text_encoder import convert_caption_encoder
 
-        conditioner, text_info = convert_caption_encoder(state, ledger, tokenizer, staging, source)
+        conditioner, text_info = convert_caption_encoder(state, ledger, tokenizer, source,
+                                                         space_name="ta40multi-clap-text")
         cond_name, info["text_encoder"] = conditioner.name, text_info
     elif kind == "i2a":
         from mka_core.convert.openclip import convert_openclip

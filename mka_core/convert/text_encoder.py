@@ -95,24 +95,33 @@ def split_caption_encoder(state: Mapping[str, torch.Tensor], ledger: Ledger, sou
 
 
 def convert_caption_encoder(state: Mapping[str, torch.Tensor], ledger: Ledger, tokenizer: str | Path | None,
-                            staging: Path, source: str) -> tuple[Any, dict[str, Any]]:
-    """The clap-text conditioner (backend "reference") holding the checkpoint's BERT and projection."""
+                            source: str, *, space_name: str = "maa1-clap-text") -> tuple[Any, dict[str, Any]]:
+    """The clap-text conditioner (backend "reference") holding the checkpoint's BERT and projection.
+
+    ``space_name`` names the embedding space: the projection is a frozen random initialisation
+    saved with each checkpoint, so every released model has a space of its own.
+    """
     from mka_core.plugins import manager
 
     folder = resolve_tokenizer(tokenizer)
     bert, projection = split_caption_encoder(state, ledger, source)
+    check_bert(bert, source)
     vocab = int(bert["embeddings.word_embeddings.weight"].shape[0])
     load_tokenizer(folder, vocab)
     cls = manager.get("conditioner", "clap-text")
-    conditioner = build_reference_clap_text(cls, bert, projection, folder, staging, source)
-    info = {"tokenizer": str(folder), "bert_tensors": len(bert), "projection_tensors": len(projection)}
-    return conditioner, info
-
-
-def build_reference_clap_text(cls: Any, bert: dict[str, torch.Tensor], projection: dict[str, torch.Tensor],
-                              tokenizer_dir: Path, staging: Path, source: str) -> Any:
-    """Fill clap-text's reference backend with the checkpoint's tensors (every one, checked)."""
-    raise WeightsError("This mka's clap-text conditioner has no 'reference' backend to hold the released text encoder.")
+    expected_projection = {"linear1.weight": (1024, 768), "linear2.weight": (1024, 1024), "layer_norm.weight": (1024,),
+                           "layer_norm.bias": (1024,)}
+    check_tensors_fit({k: torch.empty(v, device="meta") for k, v in expected_projection.items()}, projection,
+                      "text projection", source)
+    bert32 = {k: v.detach().float() for k, v in bert.items()}
+    projection32 = {k: v.detach().float() for k, v in projection.items()}
+    try:
+        conditioner = cls.from_reference_tensors(bert32, projection32, folder, dict(BERT_BASE), space_name=space_name)
+    except ValueError as exc:
+        raise WeightsError(f"{source}: the caption encoder does not fit clap-text's reference backend ({exc}).") from exc
+    info = {"tokenizer": str(folder), "bert_tensors": len(bert), "projection_tensors": len(projection),
+            "space": space_name}
+    return conditioner.eval(), info
 
 
 def expected_bert(config: Mapping[str, Any] = BERT_BASE) -> dict[str, torch.Tensor]:
