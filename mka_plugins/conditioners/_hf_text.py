@@ -86,3 +86,55 @@ def warn_if_truncated(texts: Sequence[str], lengths: Sequence[int], max_length: 
             f"(first: {cut[0][:60]!r}...).",
             stacklevel=3,
         )
+
+
+class MaskedTextEncoder:
+    """Mixin for frozen transformers encoders that honour the attention mask (bert, t5).
+
+    The subclass sets ``self.model``, ``self.tokenizer`` and ``self._identity`` and the class
+    attribute ``space_prefix``; this provides tokenising, encoding, the null condition, the
+    space and saving.
+    """
+
+    space_prefix: str
+
+    def _attach(self, model: Any, tokenizer: Any, identity: str) -> None:
+        self.model = model.eval()
+        self.model.requires_grad_(False)
+        self.tokenizer = tokenizer
+        self._identity = identity
+
+    @property
+    def space(self):
+        from mka_core import EmbeddingSpace
+
+        config = self.model.config
+        width = getattr(config, "hidden_size", None) or getattr(config, "d_model")
+        return EmbeddingSpace(name=self.options.space_name or f"{self.space_prefix}:{self._identity}",
+                              dim=int(width), tokens="sequence")
+
+    def prepare(self, inputs: Sequence[Any]) -> dict[str, Any]:
+        texts = [str(t) for t in inputs]
+        lengths = [len(self.tokenizer(t)["input_ids"]) for t in texts]
+        warn_if_truncated(texts, lengths, self.options.max_length, self.name)
+        batch = self.tokenizer(texts, padding="longest", truncation=True, max_length=self.options.max_length,
+                               return_tensors="pt")
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+    def encode(self, prepared: dict[str, Any]):
+        from mka_core import Condition
+
+        ids = prepared["input_ids"].to(self.device)
+        mask = prepared["attention_mask"].to(self.device)
+        hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        return Condition(hidden, mask.bool())
+
+    def null_condition(self, batch_size: int = 1):
+        return self.encode(self.prepare([""] * batch_size))
+
+    def save_weights(self, directory: Path) -> bool:
+        if self.options.space_name is None:
+            self.options.space_name = self.space.name  # keep the identity when reloaded from the folder
+        self.model.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+        return True

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import string
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from pydantic import Field
 
-from mka_core import Condition, Conditioner, EmbeddingSpace, StrictModel, hookimpl
+from mka_core import Conditioner, EmbeddingSpace, StrictModel, hookimpl
 from mka_plugins.conditioners._hf_text import (
+    MaskedTextEncoder,
     check_tokenizer,
     minilm_folder,
     require_transformers,
     resolve_text_weights,
-    warn_if_truncated,
 )
 
 REQUIRED_FILES = ("config.json", "model.safetensors")  # + vocab.txt or tokenizer.json, checked on load
@@ -44,12 +44,13 @@ def _fallback_vocab() -> list[str]:
     return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *pieces, *[f"##{c}" for c in string.ascii_lowercase], *words]
 
 
-class BertConditioner(Conditioner):
+class BertConditioner(MaskedTextEncoder, Conditioner):
     name = "bert"
     input_kind = "text"
     Options = BertOptions
     summary = "A frozen BERT encoder (bert-base-uncased; all-MiniLM-L6-v2 offline with weights=minilm)."
     space_summary = "bert:<weights> (768 for bert-base-uncased, 384 for minilm; sequence)"
+    space_prefix = "bert"
 
     def __init__(self, options: StrictModel | None = None, **overrides: Any) -> None:
         super().__init__(options, **overrides)
@@ -63,10 +64,8 @@ class BertConditioner(Conditioner):
         folder, identity = resolve_text_weights(weights, REQUIRED_FILES, "BERT")
         source = str(folder) if folder is not None else weights
         kwargs = {"local_files_only": folder is not None}
-        self.tokenizer = check_tokenizer(transformers.AutoTokenizer.from_pretrained(source, **kwargs), source)
-        self.model = transformers.BertModel.from_pretrained(source, add_pooling_layer=False, **kwargs).eval()
-        self.model.requires_grad_(False)
-        self._identity = identity
+        tokenizer = check_tokenizer(transformers.AutoTokenizer.from_pretrained(source, **kwargs), source)
+        self._attach(transformers.BertModel.from_pretrained(source, add_pooling_layer=False, **kwargs), tokenizer, identity)
 
     @classmethod
     def build_random(cls, preset: str = "tiny", seed: int = 0, **options: Any) -> "BertConditioner":
@@ -83,26 +82,15 @@ class BertConditioner(Conditioner):
         torch.manual_seed(seed)
         config = transformers.BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
                                          num_attention_heads=2, intermediate_size=64, max_position_embeddings=512)
-        conditioner.tokenizer = tokenizer
-        conditioner.model = transformers.BertModel(config, add_pooling_layer=False).eval()
-        conditioner.model.requires_grad_(False)
-        conditioner._identity = f"random-tiny-{seed}"
+        conditioner._attach(transformers.BertModel(config, add_pooling_layer=False), tokenizer, f"random-tiny-{seed}")
         return conditioner
 
     def save_weights(self, directory: Path) -> bool:
-        if self.options.space_name is None:
-            self.options.space_name = self.space.name  # keep the identity when reloaded from the folder
         if self.options.weights == "minilm":
+            if self.options.space_name is None:
+                self.options.space_name = self.space.name
             return False  # installed with mka[default]; no need to copy 90 MB into every model
-        self.model.save_pretrained(directory)
-        self.tokenizer.save_pretrained(directory)
-        return True
-
-    # -- the contract -----------------------------------------------------------------------------
-    @property
-    def space(self) -> EmbeddingSpace:
-        return EmbeddingSpace(name=self.options.space_name or f"bert:{self._identity}",
-                              dim=int(self.model.config.hidden_size), tokens="sequence")
+        return super().save_weights(directory)
 
     @classmethod
     def space_from_options(cls, options: StrictModel) -> EmbeddingSpace | None:
@@ -116,24 +104,6 @@ class BertConditioner(Conditioner):
 
         hidden = json.loads(config.read_text()).get("hidden_size")
         return EmbeddingSpace(name=options.space_name, dim=int(hidden), tokens="sequence") if hidden else None
-
-    def prepare(self, inputs: Sequence[Any]) -> dict[str, torch.Tensor]:
-        texts = [str(t) for t in inputs]
-        lengths = [len(self.tokenizer(t, add_special_tokens=True)["input_ids"]) for t in texts]
-        warn_if_truncated(texts, lengths, self.options.max_length, self.name)
-        batch = self.tokenizer(texts, padding="longest", truncation=True, max_length=self.options.max_length,
-                               return_tensors="pt")
-        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-
-    def encode(self, prepared: dict[str, torch.Tensor]) -> Condition:
-        device = self.device
-        ids = prepared["input_ids"].to(device)
-        mask = prepared["attention_mask"].to(device)
-        hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
-        return Condition(hidden, mask.bool())
-
-    def null_condition(self, batch_size: int = 1) -> Condition:
-        return self.encode(self.prepare([""] * batch_size))
 
 
 @hookimpl

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from pydantic import Field
 
-from mka_core import Condition, Conditioner, EmbeddingSpace, StrictModel, hookimpl
-from mka_plugins.conditioners._hf_text import check_tokenizer, require_transformers, resolve_text_weights, warn_if_truncated
+from mka_core import Conditioner, StrictModel, hookimpl
+from mka_plugins.conditioners._hf_text import MaskedTextEncoder, check_tokenizer, require_transformers, resolve_text_weights
 
 REQUIRED_FILES = ("config.json", "model.safetensors")  # + spiece.model or tokenizer.json, checked on load
 
@@ -20,12 +19,13 @@ class T5Options(StrictModel):
     space_name: str | None = Field(None, description="Name of the embedding space; default 't5:<weights identity>'.")
 
 
-class T5Conditioner(Conditioner):
+class T5Conditioner(MaskedTextEncoder, Conditioner):
     name = "t5"
     input_kind = "text"
     Options = T5Options
     summary = "A frozen T5 encoder (t5-large by default), attention mask honoured."
     space_summary = "t5:<weights> (1024 for t5-large; sequence)"
+    space_prefix = "t5"
 
     def __init__(self, options: StrictModel | None = None, **overrides: Any) -> None:
         super().__init__(options, **overrides)
@@ -38,12 +38,6 @@ class T5Conditioner(Conditioner):
             tokenizer = check_tokenizer(transformers.AutoTokenizer.from_pretrained(source, **kwargs), source)
             self._attach(transformers.T5EncoderModel.from_pretrained(source, **kwargs), tokenizer, identity)
 
-    def _attach(self, model: torch.nn.Module, tokenizer: Any, identity: str) -> None:
-        self.model = model.eval()
-        self.model.requires_grad_(False)
-        self.tokenizer = tokenizer
-        self._identity = identity
-
     @classmethod
     def build_random(cls, preset: str = "tiny", seed: int = 0, **options: Any) -> "T5Conditioner":
         transformers = require_transformers()
@@ -55,35 +49,6 @@ class T5Conditioner(Conditioner):
         config = transformers.T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
         conditioner._attach(transformers.T5EncoderModel(config), tokenizer, f"random-tiny-{seed}")
         return conditioner
-
-    def save_weights(self, directory: Path) -> bool:
-        if self.options.space_name is None:
-            self.options.space_name = self.space.name
-        self.model.save_pretrained(directory)
-        self.tokenizer.save_pretrained(directory)
-        return True
-
-    @property
-    def space(self) -> EmbeddingSpace:
-        return EmbeddingSpace(name=self.options.space_name or f"t5:{self._identity}", dim=int(self.model.config.d_model),
-                              tokens="sequence")
-
-    def prepare(self, inputs: Sequence[Any]) -> dict[str, torch.Tensor]:
-        texts = [str(t) for t in inputs]
-        lengths = [len(self.tokenizer(t)["input_ids"]) for t in texts]
-        warn_if_truncated(texts, lengths, self.options.max_length, self.name)
-        batch = self.tokenizer(texts, padding="longest", truncation=True, max_length=self.options.max_length,
-                               return_tensors="pt")
-        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-
-    def encode(self, prepared: dict[str, torch.Tensor]) -> Condition:
-        ids = prepared["input_ids"].to(self.device)
-        mask = prepared["attention_mask"].to(self.device)
-        hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
-        return Condition(hidden, mask.bool())
-
-    def null_condition(self, batch_size: int = 1) -> Condition:
-        return self.encode(self.prepare([""] * batch_size))
 
 
 @hookimpl
