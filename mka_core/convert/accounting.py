@@ -135,7 +135,8 @@ def print_summary(ledgers: Iterable[Ledger], filled: Mapping[str, int], console:
 
     console = console or Console()
     for ledger in ledgers:
-        table = Table(title=f"{ledger.source}: every tensor accounted for")
+        title = f"{ledger.source}: every tensor accounted for"
+        table = Table(title=title, min_width=len(title) + 2)  # keep the title on one line
         for column, justify in (("fate", "left"), ("tensors", "right"), ("elements", "right"), ("into / why", "left")):
             table.add_column(column, justify=justify, overflow="fold")
         for row in ledger.groups():
