@@ -95,8 +95,12 @@ def count_parameters(module: torch.nn.Module) -> int:
 
 def preset_parameter_counts(preset: str, context_dim: int = 1024) -> dict[str, int]:
     """Parameter counts per component, computed on the meta device (no memory, no time)."""
+    from mka_core.plugins import manager
+
     spec = preset_spec(preset)
     with torch.device("meta"):
         vae, unet = build_core_models(preset, context_dim)
-        voc = build_vocoder(spec["vocoder"], spec["vocoder_preset"])
-    return {"vae": count_parameters(vae), "unet": count_parameters(unet), "vocoder": count_parameters(voc)}
+        vocoder_cls = manager.get("vocoder", spec["vocoder"])
+        # A weight-free vocoder (Griffin-Lim) has nothing to count and computes buffers at build.
+        vocoder = count_parameters(build_vocoder(spec["vocoder"], spec["vocoder_preset"])) if vocoder_cls.has_weights else 0
+    return {"vae": count_parameters(vae), "unet": count_parameters(unet), "vocoder": vocoder}

@@ -89,6 +89,14 @@ def test_info_base_numbers():
     assert info["latent_shape"] == [4, 10, 78] and info["duration"] == 9.984
 
 
+def test_info_tiny_preset():
+    result = run_cli("info", "--preset", "tiny", "--duration", "1", "--json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["parameters"]["vocoder"] == 0 and 0 < info["parameters"]["unet"] < 5e6
+    assert info["mel_shape"] == [1, 80, 64] and info["output_samples"] == 16000
+
+
 def test_version_and_env():
     assert run_cli("--version").stdout.startswith("mka ")
     env = run_cli("env", "--json")
