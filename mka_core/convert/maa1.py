@@ -16,7 +16,7 @@ from mka_core.convert.common import Conversion, assemble_pipeline, count_tensors
 from mka_core.convert.families import require_kind
 from mka_core.convert.ldm import convert_diffusion_parts
 from mka_core.convert.text_encoder import convert_caption_encoder, resolve_tokenizer
-from mka_core.convert.vocoder import convert_bigvgan, find_vocoder_files
+from mka_core.convert.vocoder import build_bigvgan, read_bigvgan
 from mka_core.diffusion.schedule import ScheduleConfig
 
 
@@ -32,9 +32,9 @@ def convert_maa1(ckpt: str | Path, vocoder: str | Path, *, staging: Path, tokeni
     from mka_core.models.unet import UNetConfig
     from mka_core.models.vae import VAEConfig
 
-    # The cheap checks first: a missing vocoder or tokenizer file is reported before the big load.
-    find_vocoder_files(vocoder)
+    # The cheap checks first: a missing or unsafe vocoder, or a missing tokenizer, is reported before the big load.
     tokenizer = resolve_tokenizer(tokenizer)
+    vocoder_source = read_bigvgan(vocoder, input_scale="log10")
     path = Path(ckpt).expanduser()
     loaded = load_checkpoint(path)
     source = str(path)
@@ -45,7 +45,7 @@ def convert_maa1(ckpt: str | Path, vocoder: str | Path, *, staging: Path, tokeni
                                     vae_config=VAEConfig.preset("base"), schedule=ScheduleConfig(), source=source)
     conditioner, text_info = convert_caption_encoder(loaded.state, ledger, tokenizer, source)
     ledger.check_complete()
-    voc, voc_ledger, voc_info = convert_bigvgan(vocoder, input_scale="log10")
+    voc, voc_ledger, voc_info = build_bigvgan(vocoder_source)
     voc_ledger.check_complete()
     mel = MelConfig.preset("base")
     defaults = generation_defaults()

@@ -70,17 +70,17 @@ def generation_defaults(kind: str):
                               duration=10.0)
 
 
-def family_b_vocoder(vocoder_dir: str | Path | None, mel: MelConfig) -> tuple[Any, str, list[Ledger], dict[str, Any]]:
-    """BigVGAN from ``vocoder_dir`` taking the [0, 1] mel, or Griffin-Lim on the family-B front end."""
-    if vocoder_dir is None:
+def family_b_vocoder(source: Any, mel: MelConfig) -> tuple[Any, str, list[Ledger], dict[str, Any]]:
+    """BigVGAN from a read vocoder folder (taking the [0, 1] mel), or Griffin-Lim on the family-B front end."""
+    if source is None:
         from mka_core.models.vocoders.griffinlim import GriffinLimConfig, GriffinLimVocoder
 
         note = ("Griffin-Lim (no --vocoder given; the demos' BigVGAN 'vocoder/logs/bigv16k53w' is not in the "
                 "checkpoint - pass its folder for the reference sound)")
         return GriffinLimVocoder(GriffinLimConfig(mel=mel)), "griffin-lim", [], {"vocoder": note}
-    from mka_core.convert.vocoder import convert_bigvgan
+    from mka_core.convert.vocoder import build_bigvgan
 
-    vocoder, ledger, info = convert_bigvgan(vocoder_dir, input_scale="db_unit")
+    vocoder, ledger, info = build_bigvgan(source)
     return vocoder, "bigvgan", [ledger], {"vocoder": info}
 
 
@@ -103,15 +103,16 @@ def convert_maa_b(ckpt: str | Path, kind: str, *, staging: Path, vocoder: str | 
     """Convert a family-B checkpoint of ``kind`` (t2a, i2a, inpaint) into a pipeline."""
     if kind not in KINDS:
         raise InputError(f"Unknown family-B kind '{kind}'; choose one of: {', '.join(KINDS)}.")
-    # The cheap checks first: a missing vocoder or tokenizer file is reported before the big load.
-    if vocoder is not None:
-        from mka_core.convert.vocoder import find_vocoder_files
-
-        find_vocoder_files(vocoder)
+    # The cheap checks first: a missing tokenizer, or a missing or unsafe vocoder, is reported before the big load.
     if kind == "t2a":
         from mka_core.convert.text_encoder import resolve_tokenizer
 
         tokenizer = resolve_tokenizer(tokenizer)
+    vocoder_source = None
+    if vocoder is not None:
+        from mka_core.convert.vocoder import read_bigvgan
+
+        vocoder_source = read_bigvgan(vocoder, input_scale="db_unit")
     path = Path(ckpt).expanduser()
     loaded = load_checkpoint(path)
     source = str(path)
@@ -153,7 +154,7 @@ def convert_maa_b(ckpt: str | Path, kind: str, *, staging: Path, vocoder: str | 
         conditioner = UnconditionalConditioner()
         cond_name = conditioner.name
     ledger.check_complete()
-    voc, voc_name, voc_ledgers, voc_info = family_b_vocoder(vocoder, mel)
+    voc, voc_name, voc_ledgers, voc_info = family_b_vocoder(vocoder_source, mel)
     ledgers += voc_ledgers
     for extra_ledger in ledgers:
         extra_ledger.check_complete()

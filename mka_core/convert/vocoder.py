@@ -8,13 +8,14 @@ mka folds it into plain conv weights when loading.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from mka_core.convert.accounting import Ledger
-from mka_core.convert.checkpoint import load_checkpoint
+from mka_core.convert.checkpoint import ForeignCheckpoint, load_checkpoint
 from mka_core.convert.common import ignore_extra_entries
 from mka_core.convert.families import require_kind
 from mka_core.errors import InputError, WeightsError
@@ -114,21 +115,38 @@ def bigvgan_config(args: dict[str, Any], input_scale: str, source: str):
                            f"({first.get('msg')}).") from exc
 
 
-def convert_bigvgan(folder: str | Path, input_scale: str = "log10") -> tuple[Any, Ledger, dict[str, Any]]:
-    """(mka BigVGAN with every tensor filled, the ledger of best_netG.pt, report info)."""
-    from mka_core.models.vocoders.bigvgan import BigVGANVocoder
+@dataclass
+class VocoderSource:
+    """A read and checked vocoder folder, not yet turned into a model (cheap to get, so read it early)."""
 
+    args_path: Path
+    weights_path: Path
+    args: dict[str, Any]
+    config: Any
+    ckpt: ForeignCheckpoint
+
+
+def read_bigvgan(folder: str | Path, input_scale: str = "log10") -> VocoderSource:
+    """Read ``args.yml`` and ``best_netG.pt`` (weights-only) and check both, without building the model."""
     args_path, weights_path = find_vocoder_files(folder)
     args = read_yaml(args_path)
     config = bigvgan_config(args, input_scale, str(args_path))
     ckpt = load_checkpoint(weights_path, state_key="generator", what="vocoder checkpoint")
     require_kind(ckpt.state, "bigvgan", str(weights_path))
-    ledger = Ledger(f"{weights_path.name} ({ckpt.state_key or 'top level'})", ckpt.state)
+    return VocoderSource(args_path, weights_path, args, config, ckpt)
+
+
+def build_bigvgan(source: VocoderSource) -> tuple[Any, Ledger, dict[str, Any]]:
+    """(mka BigVGAN with every tensor filled, the ledger of best_netG.pt, report info)."""
+    from mka_core.models.vocoders.bigvgan import BigVGANVocoder
+
+    ckpt = source.ckpt
+    ledger = Ledger(f"{source.weights_path.name} ({ckpt.state_key or 'top level'})", ckpt.state)
     ignore_extra_entries(ckpt.extra, ledger)
     # Fold weight norm in float32 (or better): folding float16 storage in float16 would round every weight.
     state = {k: v.float() if v.is_floating_point() and v.dtype != torch.float64 else v for k, v in ckpt.state.items()}
-    vocoder = BigVGANVocoder(config)
-    vocoder.load_reference_state_dict(state, source=str(weights_path))
+    vocoder = BigVGANVocoder(source.config)
+    vocoder.load_reference_state_dict(state, source=str(source.weights_path))
     for key in ckpt.state:
         for suffix in (".weight_g", ".weight_v", ".parametrizations.weight.original0", ".parametrizations.weight.original1"):
             if key.endswith(suffix):
@@ -136,11 +154,16 @@ def convert_bigvgan(folder: str | Path, input_scale: str = "log10") -> tuple[Any
                 break
         else:
             ledger.use(key, f"vocoder:{key}")
-    ignored_args = sorted(set(args) - set(ARCHITECTURE_KEYS))
+    ignored_args = sorted(set(source.args) - set(ARCHITECTURE_KEYS))
     info = {
-        "args_file": str(args_path),
-        "weights_file": str(weights_path),
-        "config": config.to_json_dict(),
+        "args_file": str(source.args_path),
+        "weights_file": str(source.weights_path),
+        "config": source.config.to_json_dict(),
         "args_not_used": {k: "training setting, not part of the generator" for k in ignored_args},
     }
     return vocoder.eval(), ledger, info
+
+
+def convert_bigvgan(folder: str | Path, input_scale: str = "log10") -> tuple[Any, Ledger, dict[str, Any]]:
+    """Read and build in one go (see :func:`read_bigvgan` and :func:`build_bigvgan`)."""
+    return build_bigvgan(read_bigvgan(folder, input_scale))

@@ -56,7 +56,7 @@ class Payload:
         return (pathlib.Path.write_text, (self.marker, "code ran"))
 
 
-def test_pickle_with_code_is_refused_and_never_runs(tmp_path, bigvgan_dir, tokenizer_dir):
+def test_pickle_with_code_is_refused_and_never_runs(tmp_path, bigvgan_dir, tokenizer_dir, maa1_ckpt):
     marker = tmp_path / "marker.txt"
     evil = tmp_path / "evil.ckpt"
     torch.save({"state_dict": {"model.diffusion_model.x": torch.zeros(1)}, "payload": Payload(marker)}, evil)
@@ -71,10 +71,11 @@ def test_pickle_with_code_is_refused_and_never_runs(tmp_path, bigvgan_dir, token
     voc.mkdir()
     (voc / "args.yml").write_text((bigvgan_dir / "args.yml").read_text())
     torch.save({"generator": Payload(marker)}, voc / "best_netG.pt")
-    code, _, err = cli("convert", "maa-b", "--ckpt", evil, "--kind", "t2a", "--vocoder", voc, "--tokenizer", tokenizer_dir,
+    code, _, err = cli("convert", "maa1", "--ckpt", maa1_ckpt, "--vocoder", voc, "--tokenizer", tokenizer_dir,
                        "--out", tmp_path / "out")
-    assert_one_sentence_error(code, err, "Refusing to load")
+    assert_one_sentence_error(code, err, "Refusing to load", "best_netG.pt")
     assert not marker.exists()
+    assert no_leftovers(tmp_path, "out")
 
 
 def test_a_family_b_checkpoint_given_to_maa1_is_named(tmp_path, inpaint7_ckpt, bigvgan_dir, tokenizer_dir):
@@ -97,10 +98,11 @@ def test_a_vocoder_checkpoint_given_as_ckpt_is_named(tmp_path, bigvgan_dir):
     assert_one_sentence_error(code, err, "BigVGAN vocoder checkpoint", "--vocoder")
 
 
-def test_vocoder_folder_without_its_files(tmp_path, maa1_ckpt):
+def test_vocoder_folder_without_its_files(tmp_path, maa1_ckpt, tokenizer_dir):
     empty = tmp_path / "bigvgan"
     empty.mkdir()
-    code, _, err = cli("convert", "maa1", "--ckpt", maa1_ckpt, "--vocoder", empty, "--out", tmp_path / "out")
+    code, _, err = cli("convert", "maa1", "--ckpt", maa1_ckpt, "--vocoder", empty, "--tokenizer", tokenizer_dir,
+                       "--out", tmp_path / "out")
     assert_one_sentence_error(code, err, "lacks args.yml and best_netG.pt")
     assert no_leftovers(tmp_path, "out")
 
