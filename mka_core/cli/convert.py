@@ -14,6 +14,7 @@ naming what is missing. The output folder appears only when complete.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from mka_core.cli.command import Command
@@ -74,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
     out, conversion = run_conversion(build, args.out, overwrite=args.overwrite)
     if not args.quiet:
         print_summary(conversion.ledgers, conversion.filled)
+    for warning in conversion.info.get("warnings") or []:
+        print(f"mka: warning: {warning}; check that this vocoder belongs to this model.", file=sys.stderr)
     print(f"Wrote {out} (accounting in {out / REPORT_FILE}).")
     return 0
 

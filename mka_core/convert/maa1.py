@@ -16,7 +16,7 @@ from mka_core.convert.common import Conversion, assemble_pipeline, count_tensors
 from mka_core.convert.families import require_kind
 from mka_core.convert.ldm import convert_diffusion_parts
 from mka_core.convert.text_encoder import convert_caption_encoder, resolve_tokenizer
-from mka_core.convert.vocoder import build_bigvgan, read_bigvgan
+from mka_core.convert.vocoder import build_bigvgan, mel_mismatches, read_bigvgan
 from mka_core.diffusion.schedule import ScheduleConfig
 
 
@@ -52,8 +52,10 @@ def convert_maa1(ckpt: str | Path, vocoder: str | Path, *, staging: Path, tokeni
     pipe = assemble_pipeline(mel=mel, conditioner=conditioner, conditioner_name=conditioner.name, vae=parts["vae"],
                              unet=parts["unet"], vocoder=voc, vocoder_name="bigvgan", schedule=parts["schedule"],
                              defaults=defaults, origin=f"convert:maa1:{path.name}")
+    warnings = mel_mismatches(vocoder_source.args, mel)
     info = {
         "family": "maa1",
+        "warnings": warnings,
         "checkpoint": {"path": str(path), "sha256": sha256_of(path)},
         "text_encoder": text_info,
         "vocoder": voc_info,

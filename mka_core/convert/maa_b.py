@@ -159,6 +159,10 @@ def convert_maa_b(ckpt: str | Path, kind: str, *, staging: Path, vocoder: str | 
     for extra_ledger in ledgers:
         extra_ledger.check_complete()
     info.update(voc_info)
+    if vocoder_source is not None:
+        from mka_core.convert.vocoder import mel_mismatches
+
+        info["warnings"] = mel_mismatches(vocoder_source.args, mel)
     info["notes"] = parts["notes"]
     defaults = generation_defaults(kind)
     pipe = assemble_pipeline(mel=mel, conditioner=conditioner, conditioner_name=cond_name, vae=parts["vae"],

@@ -164,6 +164,26 @@ def build_bigvgan(source: VocoderSource) -> tuple[Any, Ledger, dict[str, Any]]:
     return vocoder.eval(), ledger, info
 
 
+#: args.yml keys describing the mel the vocoder was trained on, and the MelConfig field each must equal.
+MEL_KEYS = {"sampling_rate": "sample_rate", "hop_size": "hop_length", "n_fft": "n_fft", "win_size": "win_length",
+            "num_mels": "n_mels", "fmin": "fmin", "fmax": "fmax"}
+
+
+def mel_mismatches(args: dict[str, Any], mel: Any) -> list[str]:
+    """Sentences naming the vocoder's training mel settings that differ from the model's front end."""
+    out = []
+    for theirs, ours in MEL_KEYS.items():
+        if theirs in args and args[theirs] is not None:
+            try:
+                differs = float(args[theirs]) != float(getattr(mel, ours))
+            except (TypeError, ValueError):
+                differs = True
+            if differs:
+                out.append(f"the vocoder was trained with {theirs}={args[theirs]} but the model's front end uses "
+                           f"{ours}={getattr(mel, ours)}")
+    return out
+
+
 def convert_bigvgan(folder: str | Path, input_scale: str = "log10") -> tuple[Any, Ledger, dict[str, Any]]:
     """Read and build in one go (see :func:`read_bigvgan` and :func:`build_bigvgan`)."""
     return build_bigvgan(read_bigvgan(folder, input_scale))

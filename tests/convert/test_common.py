@@ -104,3 +104,13 @@ def test_a_failing_build_leaves_nothing(tmp_path):
     with pytest.raises(WeightsError):
         run_conversion(build, tmp_path / "model")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_vocoder_trained_on_another_mel_is_named():
+    from mka_core.audio.mel import MelConfig
+    from mka_core.convert.vocoder import mel_mismatches
+
+    assert mel_mismatches({"num_mels": 80, "sampling_rate": 16000, "hop_size": 256, "fmax": 8000}, MelConfig()) == []
+    found = mel_mismatches({"fmin": 0, "fmax": 8000, "num_mels": 80}, MelConfig.preset("maa-b"))
+    assert found == ["the vocoder was trained with fmin=0 but the model's front end uses fmin=125.0",
+                     "the vocoder was trained with fmax=8000 but the model's front end uses fmax=7600.0"]
