@@ -213,7 +213,8 @@ class Pipeline:
 
     @torch.no_grad()
     def vocode(self, mel: torch.Tensor) -> torch.Tensor:
-        mel = mel.to(self.device, torch.float32)
+        # Vocoders take the log10 mel; a front end with another scaling (family B) converts here.
+        mel = self.mel_frontend.to_log10(mel.to(self.device, torch.float32))
         if mel.dim() == 4:
             mel = mel.squeeze(1)
         wav = self._in_chunks(self.vocoder, mel)

@@ -180,7 +180,6 @@ def test_ta54_without_its_image_tower_needs_clip_weights(tmp_path, pool):
     assert info["image_tower_from"] == str(clip_dir)
 
 
-@pytest.mark.xfail(strict=True, reason="needs Pipeline.vocode to hand vocoders mel_frontend.to_log10(mel) (requested)")
 def test_family_b_vocoders_get_the_log10_mel(converted_inpaint7):
     """The family-B front end's [-1, 1] mel must reach any vocoder as the log10 mel it takes."""
     from mka_core.pipeline import Pipeline
