@@ -256,6 +256,15 @@ def write_converted(conversion: Conversion, out: Path, staging: Path, *, overwri
     return out
 
 
+def reference_defaults(**fields: Any):
+    """``GenerationDefaults`` with the reference's DDIM (last step onto alphas_cumprod[0]) where mka can record it."""
+    from mka_core.pipeline import GenerationDefaults
+
+    if "sampler_options" in GenerationDefaults.model_fields:
+        fields.setdefault("sampler_options", {"final_alpha": "reference"})
+    return GenerationDefaults(**fields)
+
+
 def assemble_pipeline(*, mel: Any, conditioner: Any, conditioner_name: str, vae: Any, unet: Any, vocoder: Any,
                       vocoder_name: str, schedule: ScheduleConfig, defaults: Any, origin: str):
     """A float32 CPU :class:`~mka_core.pipeline.Pipeline` from converted parts."""

@@ -12,7 +12,13 @@ from pathlib import Path
 from mka_core.audio.mel import MelConfig
 from mka_core.convert.checkpoint import load_checkpoint, sha256_of
 from mka_core.convert.accounting import Ledger
-from mka_core.convert.common import Conversion, assemble_pipeline, count_tensors, ignore_extra_entries
+from mka_core.convert.common import (
+    Conversion,
+    assemble_pipeline,
+    count_tensors,
+    ignore_extra_entries,
+    reference_defaults,
+)
 from mka_core.convert.families import require_kind
 from mka_core.convert.ldm import convert_diffusion_parts
 from mka_core.convert.text_encoder import convert_caption_encoder, resolve_tokenizer
@@ -21,10 +27,8 @@ from mka_core.diffusion.schedule import ScheduleConfig
 
 
 def generation_defaults():
-    from mka_core.pipeline import GenerationDefaults
-
     # gen_wav.py of the release: DDIM, 100 steps, guidance 3, 10 s.
-    return GenerationDefaults(task="t2a", sampler="ddim", steps=100, guidance=3.0, duration=10.0)
+    return reference_defaults(task="t2a", sampler="ddim", steps=100, guidance=3.0, duration=10.0)
 
 
 def convert_maa1(ckpt: str | Path, vocoder: str | Path, *, staging: Path, tokenizer: str | Path | None = None) -> Conversion:

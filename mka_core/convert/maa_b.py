@@ -23,7 +23,13 @@ import torch
 from mka_core.audio.mel import MelConfig
 from mka_core.convert.accounting import Ledger
 from mka_core.convert.checkpoint import load_checkpoint, sha256_of
-from mka_core.convert.common import Conversion, assemble_pipeline, count_tensors, ignore_extra_entries
+from mka_core.convert.common import (
+    Conversion,
+    assemble_pipeline,
+    count_tensors,
+    ignore_extra_entries,
+    reference_defaults,
+)
 from mka_core.convert.families import require_kind
 from mka_core.convert.ldm import VAE_PREFIX, convert_diffusion_parts
 from mka_core.diffusion.schedule import ScheduleConfig
@@ -61,12 +67,10 @@ def schedule_config(kind: str) -> ScheduleConfig:
 
 
 def generation_defaults(kind: str):
-    from mka_core.pipeline import GenerationDefaults
-
     # The demos' recorded settings: DDIM 100 steps; guidance 1.5 (text), 3 (image), none (inpainting).
     if kind == "inpaint":
-        return GenerationDefaults(task="inpaint", sampler="ddim", steps=100, guidance=1.0, duration=10.0)
-    return GenerationDefaults(task="t2a", sampler="ddim", steps=100, guidance=1.5 if kind == "t2a" else 3.0,
+        return reference_defaults(task="inpaint", sampler="ddim", steps=100, guidance=1.0, duration=10.0)
+    return reference_defaults(task="t2a", sampler="ddim", steps=100, guidance=1.5 if kind == "t2a" else 3.0,
                               duration=10.0)
 
 
