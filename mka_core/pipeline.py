@@ -36,6 +36,9 @@ class GenerationDefaults(StrictModel):
 
     task: str = "t2a"
     sampler: str = "dpm++2m"
+    #: Options of the default sampler (a converted reference model records
+    #: ``{"final_alpha": "reference"}`` for DDIM, so its last step lands where the reference's does).
+    sampler_options: dict[str, Any] = {}
     steps: int = 25
     guidance: float = 3.0
     duration: float = 10.0
@@ -260,7 +263,9 @@ class Pipeline:
             request.null_condition.to(self.device, self.dtype) if request.null_condition is not None else None,
             request.guidance,
         )
-        sampler = get_sampler(request.sampler)
+        defaults = self.config.defaults
+        options = defaults.sampler_options if request.sampler == defaults.sampler else {}
+        sampler = get_sampler(request.sampler, **options)
         latents = sampler.sample(
             denoiser,
             x_T,

@@ -122,3 +122,17 @@ def test_cli_bad_input_is_one_sentence(args, fragment, tmp_path, tiny_model_dir)
     result = run_cli(*filled)
     assert_clean_error(result, fragment)
     assert not (tmp_path / "a.wav").exists()
+
+
+def test_recorded_sampler_options_reach_the_sampler(pipe, tmp_path):
+    from mka_core.pipeline import GenerationDefaults
+
+    plain = pipe(["hum"], duration=0.5, steps=4, sampler="ddim", seed=1)
+    config = pipe.config.model_copy(update={"defaults": GenerationDefaults(sampler="ddim", steps=4,
+                                                                         sampler_options={"final_alpha": "reference"})})
+    reference = Pipeline(config, pipe.conditioner, pipe.vae, pipe.unet, pipe.vocoder, device="cpu")
+    saved = Pipeline.from_pretrained(reference.save_pretrained(tmp_path / "ref"), device="cpu")
+    assert saved.config.defaults.sampler_options == {"final_alpha": "reference"}
+    ref_out = saved(["hum"], duration=0.5, seed=1)
+    assert not torch.equal(ref_out.latents, plain.latents)
+    assert torch.equal(ref_out.latents, reference(["hum"], duration=0.5, seed=1).latents)

@@ -37,6 +37,7 @@ from mka_core.models.vocoders.channels_last import (
 )
 from mka_core.models.vocoders.generator_parts import check_generator_geometry, init_generator_weights, same_padding
 from mka_core.models.vocoders.snake import Snake, SnakeBeta
+from mka_core.audio.mel_scaling import db_unit_from_log10
 from mka_core.models.vocoders.weight_norm import load_folded_state_dict
 
 
@@ -44,9 +45,9 @@ class BigVGANConfig(StrictModel):
     """BigVGAN generator hyper-parameters (names follow the reference ``args.yml``).
 
     ``input_scale`` says which mel scaling the network was trained on. ``"log10"`` (family A,
-    the released 16 kHz model) takes mka's log10 mel unchanged, unclamped. Family B's vocoder
-    was trained on a [0, 1] mel (``"unit_db"``); that option will be added with its exact
-    conversion from mka's log10 mel once that conversion is specified.
+    the released 16 kHz model) takes mka's log10 mel unchanged, unclamped. ``"db_unit"``
+    (family B's vocoder) was trained on the [0, 1] dB mel: the log10 input is mapped by
+    :func:`mka_core.audio.mel_scaling.db_unit_from_log10` (``clip(0.2 log10 + 0.8, 0, 1)``).
     """
 
     num_mels: int = 80
@@ -60,7 +61,7 @@ class BigVGANConfig(StrictModel):
     snake_logscale: bool = True
     sample_rate: int = 16000
     hop_length: int = 256
-    input_scale: Literal["log10"] = "log10"
+    input_scale: Literal["log10", "db_unit"] = "log10"
 
     @model_validator(mode="after")
     def _check_geometry(self) -> "BigVGANConfig":
@@ -138,6 +139,8 @@ class BigVGANVocoder(Vocoder):
             raise InputError(
                 f"BigVGAN expects a mel of shape [batch, {self.config.num_mels}, frames], got {list(mel.shape)}."
             )
+        if self.config.input_scale == "db_unit":
+            mel = db_unit_from_log10(mel)
         per_stage = len(self.config.resblock_kernel_sizes)
         x = conv1d(to_time_major(mel), self.conv_pre)
         for i, up in enumerate(self.ups):
