@@ -141,14 +141,8 @@ def _extra_groups(unet_config, latent_channels: int) -> list[tuple[str, int]]:
 
 
 def mel_floor(pipeline) -> float:
-    """The log-mel value of silence for this pipeline's front end."""
-    for name in ("log_floor", "floor", "clamp_min", "min_amplitude", "amin"):
-        value = getattr(pipeline.config.mel, name, None)
-        if isinstance(value, (int, float)) and value > 0 and name != "log_floor":
-            return math.log10(value)
-        if name == "log_floor" and isinstance(value, (int, float)):
-            return float(value)
-    return DEFAULT_MEL_FLOOR
+    """The front end's value for silence (-5 for the log10 mel, -1 for family B's [-1, 1] mel)."""
+    return float(pipeline.config.mel.silence)
 
 
 def masked_mel(mel: torch.Tensor, mask: torch.Tensor, floor: float = DEFAULT_MEL_FLOOR) -> torch.Tensor:

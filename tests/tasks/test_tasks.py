@@ -128,3 +128,11 @@ def test_cli_task_bad_inputs(tiny_model_dir, init_wav, tmp_path):
     result = run_cli("generate", "--model", tiny_model_dir, "--prompts", prompts, "--steps", "2", "-o", tmp_path)
     assert_clean_error(result, "line 2")
     assert not list(tmp_path.glob("*.wav"))
+
+
+def test_masked_region_is_silence_in_the_front_ends_scale(pipe):
+    from mka_core.audio.mel import MelConfig
+    from mka_plugins.tasks.inpaint import mel_floor
+
+    assert mel_floor(pipe) == -5.0
+    assert MelConfig.preset("maa-b").silence == -1.0
