@@ -117,33 +117,13 @@ class _Geometry:
 
 
 def mel_bin_centres(n_mels: int, sample_rate: int, fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
-    """Centre frequency (Hz) of each mel bin, lowest first, on the front end's mel scale.
+    """Centre frequency (Hz) of each mel bin, lowest first, from the front end's own mel scale
+    (so masks and mels cannot drift apart)."""
+    from mka_core.audio import mel
 
-    The filterbank of :mod:`mka_core.audio.mel` places ``n_mels + 2`` points evenly on the
-    (Slaney) mel scale between ``fmin`` and ``fmax``; filter ``m`` peaks at point ``m + 1``.
-    """
-    fmax = sample_rate / 2 if fmax is None else fmax
-    try:  # the front end's own scale, so masks and mels cannot drift apart
-        from mka_core.audio.mel import hz_to_mel, mel_to_hz
-    except ImportError:  # pragma: no cover - only while the audio package is incomplete
-        hz_to_mel, mel_to_hz = _slaney_hz_to_mel, _slaney_mel_to_hz
-    low, high = float(hz_to_mel(np.asarray(fmin, dtype=np.float64))), float(hz_to_mel(np.asarray(fmax, dtype=np.float64)))
-    points = np.linspace(low, high, n_mels + 2)
-    return np.asarray(mel_to_hz(points), dtype=np.float64)[1:-1]
-
-
-def _slaney_hz_to_mel(hz: np.ndarray) -> np.ndarray:
-    hz = np.asarray(hz, dtype=np.float64)
-    f_sp, min_log_hz, logstep = 200.0 / 3, 1000.0, math.log(6.4) / 27.0
-    mel = hz / f_sp
-    return np.where(hz >= min_log_hz, min_log_hz / f_sp + np.log(np.maximum(hz, 1e-10) / min_log_hz) / logstep, mel)
-
-
-def _slaney_mel_to_hz(mel: np.ndarray) -> np.ndarray:
-    mel = np.asarray(mel, dtype=np.float64)
-    f_sp, min_log_hz, logstep = 200.0 / 3, 1000.0, math.log(6.4) / 27.0
-    min_log_mel = min_log_hz / f_sp
-    return np.where(mel >= min_log_mel, min_log_hz * np.exp(logstep * (mel - min_log_mel)), f_sp * mel)
+    config = mel.MelConfig(n_mels=n_mels, sample_rate=sample_rate, fmin=fmin,
+                           fmax=sample_rate / 2 if fmax is None else fmax)
+    return mel.mel_bin_centres(config).double().numpy()
 
 
 # -- ranges and boxes ---------------------------------------------------------------------------
