@@ -1,87 +1,133 @@
-"""The noise schedule: 1000 steps, scaled-linear betas, epsilon prediction.
+"""The noise schedule: N = 1000 steps, scaled-linear betas, epsilon prediction.
 
-``betas = linspace(sqrt(0.00085), sqrt(0.012), 1000) ** 2`` computed in float64, as the
-reference does; the cumulative products are kept in float64 for the samplers' coefficients
-and exposed in float32 for training.
+``betas = linspace(sqrt(beta_start), sqrt(beta_end), N) ** 2`` in float64, as the reference
+computes them (float32 would move ``alphas_cumprod`` by up to ~1e-6 relative). The cumulative
+products are kept twice: in float64 for the samplers' coefficients and rounded once to
+float32 for training. Timesteps are DDPM indices ``0 .. N-1``; index ``t`` has noise level
+``abar_t`` and ``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps``.
+
+Every coefficient is gathered on the CPU in float64 and only then moved to the tensors'
+device as float32: MPS has no float64, and a half-precision model never sees them.
 """
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from mka_core.config import StrictModel
+from mka_core.errors import InputError
+
+LossKind = Literal["mse", "l1"]
 
 
 class ScheduleConfig(StrictModel):
+    """The diffusion schedule a model was trained with (stored with the model)."""
+
     num_train_steps: int = Field(1000, ge=2, description="Diffusion steps N.")
-    beta_start: float = Field(0.00085, gt=0, description="First beta.")
-    beta_end: float = Field(0.012, gt=0, description="Last beta.")
+    beta_start: float = Field(0.00085, gt=0, lt=1, description="First beta.")
+    beta_end: float = Field(0.012, gt=0, lt=1, description="Last beta.")
     beta_schedule: Literal["scaled_linear", "linear"] = Field(
-        "scaled_linear", description="scaled_linear: linspace of sqrt(beta) squared (the paper); linear: linspace of beta."
+        "scaled_linear", description="scaled_linear: linspace of sqrt(beta), squared (the paper); linear: linspace of beta."
     )
     prediction: Literal["eps"] = Field("eps", description="What the U-Net predicts.")
-    loss: Literal["mse", "l1"] = Field("mse", description="Training loss on the prediction (family-B inpainting used L1).")
-    #: Optional exact cumulative products (e.g. read from a converted checkpoint's buffers).
-    alphas_cumprod: list[float] | None = Field(None, description="Override of abar_t, length num_train_steps.")
+    loss: LossKind = Field("mse", description="Training loss on the prediction (mse: the paper; l1: an option).")
+    alphas_cumprod: list[float] | None = Field(
+        None, description="Exact abar_t values (length N) that override the betas, e.g. a converted checkpoint's buffer."
+    )
+
+    @model_validator(mode="after")
+    def _check_override_length(self) -> "ScheduleConfig":
+        if self.alphas_cumprod is not None and len(self.alphas_cumprod) != self.num_train_steps:
+            raise ValueError(f"alphas_cumprod has {len(self.alphas_cumprod)} values; num_train_steps is {self.num_train_steps}")
+        return self
 
 
 class NoiseSchedule:
     """Schedule arithmetic shared by training and every sampler."""
 
+    config_class = ScheduleConfig
+
     def __init__(self, config: ScheduleConfig | None = None) -> None:
         self.config = config or ScheduleConfig()
-        n = self.config.num_train_steps
-        if self.config.alphas_cumprod is not None:
-            abar = torch.tensor(self.config.alphas_cumprod, dtype=torch.float64)
-            if abar.numel() != n:
-                raise ValueError(f"alphas_cumprod has {abar.numel()} values, expected {n}")
-            alphas = abar / torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
-            betas = 1 - alphas
+        cfg, n = self.config, self.config.num_train_steps
+        if cfg.alphas_cumprod is not None:
+            abar = torch.tensor(cfg.alphas_cumprod, dtype=torch.float64)
+            betas = 1 - abar / torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
         else:
-            if self.config.beta_schedule == "scaled_linear":
-                betas = torch.linspace(self.config.beta_start**0.5, self.config.beta_end**0.5, n, dtype=torch.float64) ** 2
+            if cfg.beta_schedule == "scaled_linear":
+                betas = torch.linspace(cfg.beta_start**0.5, cfg.beta_end**0.5, n, dtype=torch.float64) ** 2
             else:
-                betas = torch.linspace(self.config.beta_start, self.config.beta_end, n, dtype=torch.float64)
+                betas = torch.linspace(cfg.beta_start, cfg.beta_end, n, dtype=torch.float64)
             abar = torch.cumprod(1.0 - betas, dim=0)
-        self.betas = betas
-        self.alphas_cumprod64 = abar
-        self.alphas_cumprod = abar.float()
+        self.betas: torch.Tensor = betas  # float64, CPU
+        self.alphas_cumprod64: torch.Tensor = abar  # float64, CPU: the samplers' coefficients
+        self.alphas_cumprod: torch.Tensor = abar.float()  # float32: what a checkpoint stores
 
     @property
     def num_train_steps(self) -> int:
         return self.config.num_train_steps
 
-    def _gather(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        values = self.alphas_cumprod64.to(like.device)[t.to(like.device).long()].to(torch.float32)
-        return values.view(-1, *([1] * (like.dim() - 1)))
+    def abar(self, t: torch.Tensor | int, like: torch.Tensor | None = None) -> torch.Tensor:
+        """``abar_t`` as float32, shaped ``[B, 1, ...]`` to broadcast against ``like`` (on its device)."""
+        index = torch.as_tensor(t).detach().to("cpu", torch.long).reshape(-1)
+        values = self.alphas_cumprod64[index].to(torch.float32)
+        if like is None:
+            return values
+        return values.view(-1, *([1] * (like.dim() - 1))).to(like.device)
 
-    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise``."""
-        abar = self._gather(t, x0)
-        return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+        """``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise`` (float32 coefficients)."""
+        a = self.abar(t, x0)
+        return a.sqrt() * x0 + (1 - a).sqrt() * noise
 
-    def eps_to_x0(self, x_t: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        abar = self._gather(t, x_t)
-        return (x_t - (1 - abar).sqrt() * eps) / abar.sqrt()
+    def eps_to_x0(self, x_t: torch.Tensor, eps: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+        """The clean signal implied by a noise prediction: ``(x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)``."""
+        a = self.abar(t, x_t)
+        return (x_t - (1 - a).sqrt() * eps) / a.sqrt()
 
-    def snr(self, t: torch.Tensor) -> torch.Tensor:
-        abar = self.alphas_cumprod64[t.long()]
-        return (abar / (1 - abar)).float()
+    def snr(self, t: torch.Tensor | int) -> torch.Tensor:
+        """Signal-to-noise ratio ``abar_t / (1 - abar_t)``, float32, on ``t``'s device."""
+        index = torch.as_tensor(t)
+        abar = self.alphas_cumprod64[index.detach().to("cpu", torch.long)]
+        return (abar / (1 - abar)).to(torch.float32).to(index.device)
 
-    def sample_timesteps(self, batch: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
+    def sample_timesteps(self, batch: int, generator: torch.Generator | None = None,
+                         device: torch.device | str = "cpu") -> torch.Tensor:
+        """Uniform training timesteps in ``[0, N)`` drawn on the CPU (same draw on every device)."""
         return torch.randint(0, self.num_train_steps, (batch,), generator=generator).to(device)
 
+    def timesteps_for_strength(self, timesteps: Sequence[int], strength: float) -> list[int]:
+        """The part of a descending timestep list an SDEdit run with ``t0 = strength`` goes through.
+
+        ``strength`` in (0, 1] names the DDPM level ``t0 * N``: the steps at or below index
+        ``round(t0 * N) - 1`` are kept (all of them at 1.0, none when ``t0 * N < 0.5``).
+        """
+        if not 0.0 < float(strength) <= 1.0:
+            raise InputError(f"Strength (SDEdit t0) must be in (0, 1], got {strength}.")
+        last = int(round(float(strength) * self.num_train_steps)) - 1
+        return [int(t) for t in timesteps if int(t) <= last]
+
+    def diffusion_loss(self, unet_fn: Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor], x0: torch.Tensor,
+                       cond: Any, t: torch.Tensor, noise: torch.Tensor, kind: LossKind | None = None) -> torch.Tensor:
+        """Training loss of one batch: noise ``x0`` to ``t``, predict the noise, compare.
+
+        ``unet_fn(x_t, t, cond) -> eps`` may run in reduced precision; the loss is float32.
+        ``kind`` defaults to the config's ``loss``.
+        """
+        x_t = self.add_noise(x0.float(), noise.float(), t)
+        return epsilon_loss(unet_fn(x_t, t, cond), noise, kind or self.config.loss)
 
 
-def diffusion_loss(eps_pred: torch.Tensor, noise: torch.Tensor, kind: str = "mse",
-                   weights: Sequence[float] | torch.Tensor | None = None) -> torch.Tensor:
-    """Per-batch mean of the epsilon-prediction error (MSE or L1)."""
+def epsilon_loss(eps_pred: torch.Tensor, noise: torch.Tensor, kind: LossKind = "mse",
+                 weights: Sequence[float] | torch.Tensor | None = None) -> torch.Tensor:
+    """Mean epsilon-prediction error (MSE or L1) in float32, optionally weighted per sample."""
+    if kind not in ("mse", "l1"):
+        raise InputError(f"Unknown diffusion loss '{kind}'; choose one of: mse, l1.")
     diff = eps_pred.float() - noise.float()
-    per_sample = diff.pow(2) if kind == "mse" else diff.abs()
-    per_sample = per_sample.flatten(1).mean(dim=1)
+    per_sample = (diff.square() if kind == "mse" else diff.abs()).flatten(1).mean(dim=1)
     if weights is not None:
         per_sample = per_sample * torch.as_tensor(weights, device=per_sample.device, dtype=per_sample.dtype)
     return per_sample.mean()
