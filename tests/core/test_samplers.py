@@ -1,78 +1,114 @@
-"""Schedule, guidance and samplers: exact denoisers, ODE accuracy, seeds, SDEdit, blending."""
+"""Samplers and guidance: exact denoisers, the reference update, seeds, SDEdit starts, blending."""
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 
 import pytest
 import torch
 
-from mka_core.conditioning import Condition
 from mka_core.diffusion.guidance import GuidedDenoiser, guidance_dropout
 from mka_core.diffusion.noise import make_generators, randn
-from mka_core.diffusion.samplers import get_sampler
-from mka_core.diffusion.schedule import NoiseSchedule, ScheduleConfig
+from mka_core.diffusion.samplers import SAMPLERS, get_sampler
+from mka_core.diffusion.schedule import NoiseSchedule
 from mka_core.errors import InputError
 
 SCHEDULE = NoiseSchedule()
 SHAPE = (4, 10, 8)
+ABAR = SCHEDULE.alphas_cumprod64
+
+
+@dataclass
+class Cond:
+    """A stand-in for any condition object: guidance only reads these two fields."""
+
+    embeds: torch.Tensor
+    mask: torch.Tensor
 
 
 def exact_denoiser(x0: torch.Tensor):
+    """The true eps when every sample's data is the single point x0."""
     def denoise(x, t):
-        a = SCHEDULE.alphas_cumprod64[t].float().view(-1, 1, 1, 1)
-        return (x - a.sqrt() * x0) / (1 - a).sqrt()
+        a = ABAR[t.cpu()].view(-1, 1, 1, 1)
+        return ((x.double() - a.sqrt() * x0.double()) / (1 - a).sqrt()).float()
     return denoise
 
 
 def gaussian_denoiser(mu: float, s: float):
-    """The exact eps-prediction when the data are N(mu, s^2 I): the probability-flow ODE is known."""
+    """The true eps when the data are N(mu, s^2 I): the probability-flow ODE is known in closed form."""
     def denoise(x, t):
-        a = SCHEDULE.alphas_cumprod64[t].view(-1, 1, 1, 1)
+        a = ABAR[t.cpu()].view(-1, 1, 1, 1)
         x = x.double()
-        var = a * s**2 + (1 - a)
-        x0_mean = mu + (a.sqrt() * s**2 / var) * (x - a.sqrt() * mu)
+        x0_mean = mu + (a.sqrt() * s**2 / (a * s**2 + 1 - a)) * (x - a.sqrt() * mu)
         return ((x - a.sqrt() * x0_mean) / (1 - a).sqrt()).float()
     return denoise
 
 
-def test_schedule_values():
-    abar = SCHEDULE.alphas_cumprod64
-    assert abs(abar[0].item() - 0.99915) < 1e-9
-    betas = torch.linspace(math.sqrt(0.00085), math.sqrt(0.012), 1000, dtype=torch.float64) ** 2
-    assert torch.allclose(abar, torch.cumprod(1 - betas, 0), atol=0, rtol=0)
-    linear = NoiseSchedule(ScheduleConfig(beta_start=0.0015, beta_end=0.0205, beta_schedule="linear"))
-    assert abs(linear.betas[-1].item() - 0.0205) < 1e-12
+def seeded(seeds):
+    gens = make_generators(seeds)
+    return randn(SHAPE, gens), gens
 
+
+# -- timesteps ------------------------------------------------------------------------------
 
 def test_ddim_reference_timesteps():
-    assert get_sampler("ddim").timesteps(SCHEDULE, 100) == list(range(991, 0, -10))
-    assert len(get_sampler("dpm++2m").timesteps(SCHEDULE, 25)) == 25
+    ddim = get_sampler("ddim")
+    assert ddim.timesteps(SCHEDULE, 100) == list(range(991, 0, -10))
+    assert ddim.timesteps(SCHEDULE, 30) == list(range(1, 1000, 33))[:30][::-1]  # exactly S calls
+    assert ddim.timesteps(SCHEDULE, 1000) == list(range(999, -1, -1))
 
 
-@pytest.mark.parametrize("name,steps,options", [("ddim", 100, {}), ("ddim", 10, {}), ("ddim", 25, {"eta": 0.5}),
-                                                  ("dpm++2m", 10, {}), ("dpm++2m", 25, {}), ("dpm++2m", 100, {})])
+@pytest.mark.parametrize("spacing", ["logsnr", "linear"])
+@pytest.mark.parametrize("steps", [1, 2, 10, 25, 100, 1000])
+def test_dpm_timesteps_are_exactly_s_distinct_steps_from_999_to_0(spacing, steps):
+    ts = get_sampler("dpm++2m", spacing=spacing).timesteps(SCHEDULE, steps)
+    assert len(ts) == steps and ts[0] == 999 and all(a > b for a, b in zip(ts, ts[1:]))
+    assert ts[-1] == (0 if steps > 1 else 999)
+
+
+# -- accuracy -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,steps,options", [
+    ("ddim", 100, {}), ("ddim", 10, {}), ("ddim", 25, {"eta": 0.5}), ("ddim", 50, {"eta": 1.0}),
+    ("dpm++2m", 10, {}), ("dpm++2m", 25, {}), ("dpm++2m", 100, {}), ("dpm++2m", 25, {"spacing": "linear"}),
+])
 def test_exact_denoiser_lands_on_x0(name, steps, options):
     x0 = torch.randn(2, *SHAPE, generator=torch.Generator().manual_seed(0))
-    gens = make_generators([1, 2])
-    x_T = randn(SHAPE, gens)
+    x_T, gens = seeded([1, 2])
     out = get_sampler(name, **options).sample(exact_denoiser(x0), x_T, schedule=SCHEDULE, steps=steps, generators=gens)
+    assert out.dtype == torch.float32
     assert (out - x0).abs().max() < 1e-3
 
 
-def test_reference_final_alpha_matches_the_reference_update():
-    x0 = torch.randn(1, *SHAPE)
-    x_T = torch.randn(1, *SHAPE)
-    out = get_sampler("ddim", final_alpha="reference").sample(exact_denoiser(x0), x_T, schedule=SCHEDULE, steps=10)
-    # Direct float64 loop of the reference rule: x_prev = sqrt(a_prev) x0_hat + sqrt(1 - a_prev) eps.
+def linear_model(seed: int):
+    """A random linear eps-model (channel mixing plus a timestep-dependent bias) in any dtype."""
+    gen = torch.Generator().manual_seed(seed)
+    weight = torch.eye(4, dtype=torch.float64) * 0.9 + 0.05 * torch.randn(4, 4, generator=gen, dtype=torch.float64)
+    bias = 0.1 * torch.randn(4, 1, 1, generator=gen, dtype=torch.float64)
+
+    def model(x, t):
+        w, b = weight.to(x.dtype), bias.to(x.dtype)
+        return torch.einsum("oc,bchw->bohw", w, x) + b * (t.to(x.dtype) / 1000).view(-1, 1, 1, 1)
+    return model
+
+
+@pytest.mark.parametrize("final_alpha,steps", [("reference", 100), ("reference", 10), ("one", 25)])
+def test_ddim_matches_a_float64_loop_of_the_reference_rule(final_alpha, steps):
+    model = linear_model(3)
+    x_T = torch.randn(2, *SHAPE, generator=torch.Generator().manual_seed(4))
+    out = get_sampler("ddim", final_alpha=final_alpha).sample(model, x_T, schedule=SCHEDULE, steps=steps)
+    # x0_hat = (x - sqrt(1 - a) eps) / sqrt(a); x_prev = sqrt(a_prev) x0_hat + sqrt(1 - a_prev) eps,
+    # with a_prev of the last step (t = 1) = abar_0 in the reference, 1 in mka's default.
+    c = 1000 // steps
+    ts = [t + 1 for t in range(0, 1000, c)][::-1]
     x = x_T.double()
-    ts = list(range(901, 0, -100))
     for i, t in enumerate(ts):
-        a_t = SCHEDULE.alphas_cumprod64[t]
-        a_prev = SCHEDULE.alphas_cumprod64[ts[i + 1]] if i + 1 < len(ts) else SCHEDULE.alphas_cumprod64[0]
-        eps = (x - a_t.sqrt() * x0.double()) / (1 - a_t).sqrt()
-        x0_hat = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+        a = ABAR[t]
+        a_prev = ABAR[ts[i + 1]] if i + 1 < len(ts) else (ABAR[0] if final_alpha == "reference" else torch.tensor(1.0, dtype=torch.float64))
+        eps = model(x, torch.full((2,), t))
+        x0_hat = (x - (1 - a).sqrt() * eps) / a.sqrt()
         x = a_prev.sqrt() * x0_hat + (1 - a_prev).sqrt() * eps
+    assert x.abs().max() > 0.1  # a real signal, not a collapse to zero
     assert (out.double() - x).abs().max() < 1e-5
 
 
@@ -81,20 +117,36 @@ def test_dpm_solver_25_steps_solves_the_ode_better_than_ddim_100():
     den = gaussian_denoiser(mu, s)
     x_T = torch.randn(3, *SHAPE, generator=torch.Generator().manual_seed(5))
     # Gaussian data: (x_t - alpha_t mu) / sqrt(alpha_t^2 s^2 + sigma_t^2) is constant along the ODE.
-    a_T = SCHEDULE.alphas_cumprod64[999]
+    a_T = ABAR[999]
     exact = mu + s * (x_T.double() - a_T.sqrt() * mu) / (a_T * s**2 + 1 - a_T).sqrt()
-    fast = get_sampler("dpm++2m").sample(den, x_T, schedule=SCHEDULE, steps=25)
-    ddim100 = get_sampler("ddim").sample(den, x_T, schedule=SCHEDULE, steps=100)
-    err_fast, err_ddim = (fast - exact).abs().mean().item(), (ddim100 - exact).abs().mean().item()
-    assert err_fast < 2e-3 and err_fast < err_ddim
+    errors = {}
+    for label, name, steps in (("dpm25", "dpm++2m", 25), ("dpm10", "dpm++2m", 10), ("ddim100", "ddim", 100)):
+        out = get_sampler(name).sample(den, x_T, schedule=SCHEDULE, steps=steps)
+        errors[label] = (out.double() - exact).abs().mean().item()
+    assert errors["dpm25"] < 2e-3 and errors["dpm25"] < errors["ddim100"], errors
+    assert errors["dpm10"] < 2e-2, errors
 
 
-def test_seeds_batch_and_determinism():
+def test_half_precision_model_keeps_a_float32_state():
+    model = linear_model(6)
+    x_T = torch.randn(1, *SHAPE, generator=torch.Generator().manual_seed(7))
+    for name in SAMPLERS:
+        full = get_sampler(name).sample(model, x_T, schedule=SCHEDULE, steps=10)
+        half = get_sampler(name).sample(lambda x, t: model(x.bfloat16(), t), x_T, schedule=SCHEDULE, steps=10)
+        assert half.dtype == torch.float32
+        assert (half - full).abs().max() < 0.1 * full.abs().max()
+
+
+# -- seeds ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,options", [("dpm++2m", {}), ("ddim", {"eta": 0.7})])
+def test_seeds_batch_and_determinism(name, options):
     den = gaussian_denoiser(0.0, 1.0)
-    sampler = get_sampler("dpm++2m")
+    sampler = get_sampler(name, **options)
+
     def run(seeds):
-        gens = make_generators(seeds)
-        return sampler.sample(den, randn(SHAPE, gens), schedule=SCHEDULE, steps=5, generators=gens)
+        x_T, gens = seeded(seeds)
+        return sampler.sample(den, x_T, schedule=SCHEDULE, steps=5, generators=gens)
     batch = run([7, 8, 9])
     assert torch.equal(batch, run([7, 8, 9]))
     assert not torch.allclose(batch[0], batch[1])
@@ -102,67 +154,194 @@ def test_seeds_batch_and_determinism():
         assert (batch[i] - run([seed])[0]).abs().max() < 1e-5
 
 
-def test_guidance_is_one_batched_forward_and_equals_two():
-    calls = []
-    weight = torch.randn(3)
+def test_noise_is_drawn_per_sample_on_the_cpu():
+    gens = make_generators([3, 4])
+    noise = randn(SHAPE, gens, dtype=torch.float64)
+    assert noise.dtype == torch.float64 and noise.shape == (2, *SHAPE)
+    assert torch.equal(noise[1].float(), torch.randn(SHAPE, generator=torch.Generator().manual_seed(4)))
+    torch.manual_seed(11)
+    global_draw = randn(SHAPE, None, batch_size=2)
+    torch.manual_seed(11)
+    assert torch.equal(global_draw, torch.randn(2, *SHAPE))  # the reference's torch.randn(n, ...) after a seed
+    with pytest.raises(ValueError, match="one generator per sample"):
+        randn(SHAPE, make_generators([1]), batch_size=2)
 
+
+# -- guidance -------------------------------------------------------------------------------
+
+def pooled_model(calls: list, weight: torch.Tensor):
     def model(x, t, context, mask):
         calls.append(x.shape[0])
         pooled = (context * mask[..., None]).sum(1) @ weight
-        return x * 0.5 + pooled.view(-1, 1, 1, 1)
+        return x * 0.5 + pooled.view(-1, 1, 1, 1) + t.view(-1, 1, 1, 1) * 1e-3
+    return model
 
-    cond = Condition(torch.randn(2, 4, 3), torch.tensor([[True] * 4, [True, True, False, False]]))
-    null = Condition(torch.randn(1, 2, 3), torch.ones(1, 2, dtype=torch.bool))
+
+def test_guidance_is_one_batched_forward_and_equals_two():
+    calls: list = []
+    model = pooled_model(calls, torch.randn(3))
+    cond = Cond(torch.randn(2, 4, 3), torch.tensor([[True] * 4, [True, True, False, False]]))
+    null = Cond(torch.randn(1, 2, 3), torch.ones(1, 2, dtype=torch.bool))  # fewer tokens, batch 1
     x, t = torch.randn(2, *SHAPE), torch.tensor([5, 5])
     guided = GuidedDenoiser(model, cond, null, 3.0)(x, t)
     assert calls == [4]
     e_c = model(x, t, cond.embeds, cond.mask)
-    e_u = model(x, t, null.expand(2).embeds, null.expand(2).mask)
-    assert torch.allclose(guided, e_u + 3.0 * (e_c - e_u), atol=1e-6)
-    calls.clear()
-    den = GuidedDenoiser(model, cond, null, 1.0)
-    get_sampler("ddim").sample(den, x, schedule=SCHEDULE, steps=4)
-    assert calls == [2, 2, 2, 2]
+    e_u = model(x, t, null.embeds.expand(2, -1, -1), null.mask.expand(2, -1))
+    assert (guided - (e_u + 3.0 * (e_c - e_u))).abs().max() < 1e-6
+
+
+def test_guidance_scale_one_or_no_null_is_a_single_forward_per_step():
+    calls: list = []
+    model = pooled_model(calls, torch.randn(3))
+    cond = Cond(torch.randn(2, 4, 3), torch.ones(2, 4, dtype=torch.bool))
+    null = Cond(torch.zeros(1, 4, 3), torch.ones(1, 4, dtype=torch.bool))
+    x = torch.randn(2, *SHAPE)
+    for denoiser in (GuidedDenoiser(model, cond, null, 1.0), GuidedDenoiser(model, cond, None, 3.0)):
+        calls.clear()
+        get_sampler("ddim").sample(denoiser, x, schedule=SCHEDULE, steps=4)
+        assert calls == [2, 2, 2, 2] and denoiser.calls == 4
+    # No condition at all: the null condition drives the model (unconditional sampling).
+    uncond = GuidedDenoiser(model, None, null, 3.0)
+    t = torch.tensor([9, 9])
+    assert torch.equal(uncond(x, t), model(x, t, null.embeds.expand(2, -1, -1), null.mask.expand(2, -1)))
+    with pytest.raises(ValueError, match="batch"):
+        GuidedDenoiser(model, cond, null, 3.0)(torch.randn(3, *SHAPE), torch.tensor([1, 1, 1]))
+
+
+def test_guidance_runs_a_half_precision_model_and_returns_float32():
+    calls: list = []
+    model = pooled_model(calls, torch.randn(3, dtype=torch.bfloat16))
+    cond = Cond(torch.randn(1, 2, 3, dtype=torch.bfloat16), torch.ones(1, 2, dtype=torch.bool))
+    null = Cond(torch.zeros(1, 1, 3), torch.ones(1, 1, dtype=torch.bool))  # float32 null is cast once
+    eps = GuidedDenoiser(model, cond, null, 3.0)(torch.randn(1, *SHAPE, dtype=torch.bfloat16), torch.tensor([3]))
+    assert eps.dtype == torch.float32
 
 
 def test_guidance_dropout_replaces_by_the_null_condition():
-    cond = Condition(torch.ones(64, 3, 2), torch.ones(64, 3, dtype=torch.bool))
-    null = Condition(torch.zeros(1, 1, 2), torch.ones(1, 1, dtype=torch.bool))
+    cond = Cond(torch.ones(64, 3, 2), torch.ones(64, 3, dtype=torch.bool))
+    null = Cond(torch.zeros(1, 1, 2), torch.ones(1, 1, dtype=torch.bool))
     out = guidance_dropout(cond, null, 0.5, torch.Generator().manual_seed(0))
     dropped = out.embeds.abs().sum((1, 2)) == 0
-    assert 10 < dropped.sum() < 54
+    assert 10 < int(dropped.sum()) < 54
     assert torch.equal(out.mask[dropped], torch.tensor([[True, False, False]]).expand(int(dropped.sum()), 3))
+    assert torch.equal(out.embeds[~dropped], cond.embeds[~dropped])
+    again = guidance_dropout(cond, null, 0.5, torch.Generator().manual_seed(0))
+    assert torch.equal(again.embeds, out.embeds)
+    assert torch.equal(guidance_dropout(cond, null, 0.0).embeds, cond.embeds)
+    assert int((guidance_dropout(cond, null, 1.0).embeds.abs().sum((1, 2)) == 0).sum()) == 64
+    # The default p is the paper's 0.1.
+    many = Cond(torch.ones(4000, 1, 2), torch.ones(4000, 1, dtype=torch.bool))
+    rate = (guidance_dropout(many, null, generator=torch.Generator().manual_seed(1)).embeds.sum((1, 2)) == 0).float().mean()
+    assert 0.08 < rate.item() < 0.12
 
 
-def test_sdedit_strength():
-    x0 = torch.randn(1, *SHAPE)
-    start = torch.randn(1, *SHAPE)
-    gens = make_generators([3])
-    x_T = randn(SHAPE, gens)
-    for name in ("ddim", "dpm++2m"):
-        sampler = get_sampler(name)
-        full = sampler.sample(exact_denoiser(x0), x_T, schedule=SCHEDULE, steps=20)
-        same = sampler.sample(exact_denoiser(x0), x_T, schedule=SCHEDULE, steps=20, strength=1.0, start_latents=start)
-        assert torch.equal(full, same)
-        untouched = sampler.sample(exact_denoiser(x0), x_T, schedule=SCHEDULE, steps=20, strength=1e-4, start_latents=start)
-        assert torch.equal(untouched, start)
-        partial = sampler.sample(exact_denoiser(x0), x_T, schedule=SCHEDULE, steps=20, strength=0.4, start_latents=start)
-        assert (partial - x0).abs().max() < 1e-3
+# -- SDEdit starts --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_sdedit_strength_and_start_step(name):
+    x0 = torch.randn(1, *SHAPE, generator=torch.Generator().manual_seed(8))
+    start = torch.randn(1, *SHAPE, generator=torch.Generator().manual_seed(9))
+    x_T, _ = seeded([3])
+    sampler = get_sampler(name)
+    den = exact_denoiser(x0)
+    plain = sampler.sample(den, x_T, schedule=SCHEDULE, steps=20)
+    assert torch.equal(plain, sampler.sample(den, x_T, schedule=SCHEDULE, steps=20, strength=1.0, start_latents=start))
+    assert torch.equal(plain, sampler.sample(den, x_T, schedule=SCHEDULE, steps=20, start_step=0, start_latents=start))
+    for strength in (0.05, 0.2, 0.5, 0.9):
+        out = sampler.sample(den, x_T, schedule=SCHEDULE, steps=20, strength=strength, start_latents=start)
+        assert (out - x0).abs().max() < 1e-3, strength
+    untouched = sampler.sample(den, x_T, schedule=SCHEDULE, steps=20, strength=1e-4, start_latents=start)
+    assert torch.equal(untouched, start)
 
 
-def test_mask_blending_keeps_the_known_region():
-    known = torch.randn(2, *SHAPE)
-    mask = torch.zeros(2, *SHAPE)
+def test_sdedit_noises_the_start_to_the_first_level_it_runs():
+    start = torch.randn(1, *SHAPE, generator=torch.Generator().manual_seed(10))
+    x_T, _ = seeded([5])
+    seen, progress = [], []
+
+    def recorder(x, t):
+        seen.append((int(t[0]), x.clone()))
+        return torch.zeros_like(x)
+    get_sampler("ddim").sample(recorder, x_T, schedule=SCHEDULE, steps=100, strength=0.3, start_latents=start,
+                               progress=lambda i, n: progress.append((i, n)))
+    assert [t for t, _ in seen] == list(range(291, 0, -10))
+    assert torch.allclose(seen[0][1], SCHEDULE.add_noise(start, x_T, 291), atol=1e-6)
+    assert progress[0] == (1, 30) and progress[-1] == (30, 30)
+    seen.clear()
+    get_sampler("ddim").sample(recorder, x_T, schedule=SCHEDULE, steps=100, start_step=70, start_latents=start)
+    assert [t for t, _ in seen] == list(range(291, 0, -10))
+
+
+def test_sdedit_arguments_are_checked():
+    x_T, _ = seeded([0])
+    den = exact_denoiser(torch.zeros(1, *SHAPE))
+    with pytest.raises(InputError, match="start_latents"):
+        get_sampler("ddim").sample(den, x_T, schedule=SCHEDULE, steps=10, strength=0.5)
+    with pytest.raises(InputError, match="not both"):
+        get_sampler("ddim").sample(den, x_T, schedule=SCHEDULE, steps=10, strength=0.5, start_step=2, start_latents=x_T)
+    with pytest.raises(InputError, match=r"\(0, 1\]"):
+        get_sampler("ddim").sample(den, x_T, schedule=SCHEDULE, steps=10, strength=1.5, start_latents=x_T)
+    with pytest.raises(InputError, match="start_step"):
+        get_sampler("ddim").sample(den, x_T, schedule=SCHEDULE, steps=10, start_step=11, start_latents=x_T)
+
+
+# -- mask blending --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_mask_blending_keeps_the_known_region(name):
+    known = torch.randn(2, *SHAPE, generator=torch.Generator().manual_seed(12))
+    mask = torch.zeros(2, 1, *SHAPE[1:])  # broadcast over channels
     mask[..., 4:] = 1  # regenerate the second half
-    gens = make_generators([0, 1])
-    out = get_sampler("dpm++2m").sample(gaussian_denoiser(0, 1), randn(SHAPE, gens), schedule=SCHEDULE, steps=8,
-                                        known_latents=known, known_mask=mask, generators=gens)
+    sampler = get_sampler(name)
+    first_input = []
+
+    def den(x, t):
+        if not first_input:
+            first_input.append(x.clone())
+        return gaussian_denoiser(0, 1)(x, t)
+    x_T, gens = seeded([0, 1])
+    out = sampler.sample(den, x_T, schedule=SCHEDULE, steps=8, known_latents=known, known_mask=mask, generators=gens)
     assert torch.equal(out[..., :4], known[..., :4])
     assert not torch.allclose(out[..., 4:], known[..., 4:])
+    # The known region enters the model noised to the first level with the samples' own next noise.
+    replay = make_generators([0, 1])
+    randn(SHAPE, replay)
+    t0 = sampler.timesteps(SCHEDULE, 8)[0]
+    expected = SCHEDULE.add_noise(known, randn(SHAPE, replay), t0)
+    assert torch.allclose(first_input[0][..., :4], expected[..., :4], atol=1e-6)
+    assert torch.equal(first_input[0][..., 4:], x_T[..., 4:])
+    # Same seeds -> same result; a batch equals its single runs.
+    x_T, gens = seeded([0, 1])
+    again = sampler.sample(den, x_T, schedule=SCHEDULE, steps=8, known_latents=known, known_mask=mask, generators=gens)
+    assert torch.equal(out, again)
+    x_T, gens = seeded([1])
+    single = sampler.sample(den, x_T, schedule=SCHEDULE, steps=8, known_latents=known[1:], known_mask=mask[1:], generators=gens)
+    assert (single[0] - out[1]).abs().max() < 1e-5
 
 
-def test_bad_sampler_settings():
-    with pytest.raises(InputError, match="Unknown sampler"):
+def test_mask_blending_with_the_exact_denoiser_lands_on_the_target_everywhere():
+    target = torch.randn(1, *SHAPE, generator=torch.Generator().manual_seed(13))
+    mask = (torch.rand(1, 1, *SHAPE[1:], generator=torch.Generator().manual_seed(14)) > 0.5).float()
+    x_T, gens = seeded([2])
+    out = get_sampler("dpm++2m").sample(exact_denoiser(target), x_T, schedule=SCHEDULE, steps=10,
+                                        known_latents=target, known_mask=mask, generators=gens)
+    assert (out - target).abs().max() < 1e-3
+    with pytest.raises(InputError, match="both known_latents and known_mask"):
+        get_sampler("ddim").sample(exact_denoiser(target), x_T, schedule=SCHEDULE, steps=4, known_latents=target)
+
+
+# -- registry -------------------------------------------------------------------------------
+
+def test_registry_and_bad_settings():
+    assert set(SAMPLERS) == {"ddim", "dpm++2m"}
+    assert get_sampler(" DDIM ", eta=0.3).config.eta == 0.3
+    with pytest.raises(InputError, match="choose one of: ddim, dpm\\+\\+2m"):
         get_sampler("euler-a")
-    with pytest.raises(InputError, match="at least 1"):
-        get_sampler("ddim").sample(exact_denoiser(torch.zeros(1, *SHAPE)), torch.zeros(1, *SHAPE), schedule=SCHEDULE, steps=0)
+    with pytest.raises(InputError, match="Invalid options for sampler 'ddim'"):
+        get_sampler("ddim", eta=-1)
+    with pytest.raises(InputError, match="Invalid options for sampler 'dpm\\+\\+2m'"):
+        get_sampler("dpm++2m", eta=0.5)
+    den = exact_denoiser(torch.zeros(1, *SHAPE))
+    for steps in (0, 1001):
+        with pytest.raises(InputError, match="at least 1 and at most 1000"):
+            get_sampler("ddim").sample(den, torch.zeros(1, *SHAPE), schedule=SCHEDULE, steps=steps)
