@@ -6,8 +6,9 @@ products are kept twice: in float64 for the samplers' coefficients and rounded o
 float32 for training. Timesteps are DDPM indices ``0 .. N-1``; index ``t`` has noise level
 ``abar_t`` and ``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps``.
 
-Every coefficient is gathered on the CPU in float64 and only then moved to the tensors'
-device as float32: MPS has no float64, and a half-precision model never sees them.
+Per-timestep coefficients are computed in float64 on the CPU, rounded once to float32 and
+cached per device, then gathered there by ``t`` (no float64 on MPS, no host sync in training,
+never half precision).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class ScheduleConfig(StrictModel):
     )
 
     @model_validator(mode="after")
-    def _check_override_length(self) -> "ScheduleConfig":
+    def _check_override_length(self) -> ScheduleConfig:
         if self.alphas_cumprod is not None and len(self.alphas_cumprod) != self.num_train_steps:
             raise ValueError(f"alphas_cumprod has {len(self.alphas_cumprod)} values; num_train_steps is {self.num_train_steps}")
         return self
@@ -65,34 +66,43 @@ class NoiseSchedule:
         self.betas: torch.Tensor = betas  # float64, CPU
         self.alphas_cumprod64: torch.Tensor = abar  # float64, CPU: the samplers' coefficients
         self.alphas_cumprod: torch.Tensor = abar.float()  # float32: what a checkpoint stores
+        self._tables: dict[tuple[str, str], torch.Tensor] = {}
 
     @property
     def num_train_steps(self) -> int:
         return self.config.num_train_steps
 
+    def _table(self, name: str, device: torch.device) -> torch.Tensor:
+        """A per-timestep float32 table on ``device``, computed in float64 (``1 - abar`` near
+        t = 0 would lose ~1e-5 relative in float32)."""
+        key = (name, str(device))
+        if key not in self._tables:
+            abar = self.alphas_cumprod64
+            values = {"abar": abar, "sqrt_abar": abar.sqrt(), "sqrt_one_minus_abar": (1 - abar).sqrt(),
+                      "snr": abar / (1 - abar)}[name]
+            self._tables[key] = values.to(torch.float32).to(device)
+        return self._tables[key]
+
+    def _gather(self, name: str, t: torch.Tensor | int, like: torch.Tensor | None) -> torch.Tensor:
+        device = like.device if like is not None else torch.as_tensor(t).device
+        values = self._table(name, device)[torch.as_tensor(t, device=device).long().reshape(-1)]
+        return values if like is None else values.view(-1, *([1] * (like.dim() - 1)))
+
     def abar(self, t: torch.Tensor | int, like: torch.Tensor | None = None) -> torch.Tensor:
         """``abar_t`` as float32, shaped ``[B, 1, ...]`` to broadcast against ``like`` (on its device)."""
-        index = torch.as_tensor(t).detach().to("cpu", torch.long).reshape(-1)
-        values = self.alphas_cumprod64[index].to(torch.float32)
-        if like is None:
-            return values
-        return values.view(-1, *([1] * (like.dim() - 1))).to(like.device)
+        return self._gather("abar", t, like)
 
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
-        """``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise`` (float32 coefficients)."""
-        a = self.abar(t, x0)
-        return a.sqrt() * x0 + (1 - a).sqrt() * noise
+        """``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise``."""
+        return self._gather("sqrt_abar", t, x0) * x0 + self._gather("sqrt_one_minus_abar", t, x0) * noise
 
     def eps_to_x0(self, x_t: torch.Tensor, eps: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
         """The clean signal implied by a noise prediction: ``(x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)``."""
-        a = self.abar(t, x_t)
-        return (x_t - (1 - a).sqrt() * eps) / a.sqrt()
+        return (x_t - self._gather("sqrt_one_minus_abar", t, x_t) * eps) / self._gather("sqrt_abar", t, x_t)
 
     def snr(self, t: torch.Tensor | int) -> torch.Tensor:
         """Signal-to-noise ratio ``abar_t / (1 - abar_t)``, float32, on ``t``'s device."""
-        index = torch.as_tensor(t)
-        abar = self.alphas_cumprod64[index.detach().to("cpu", torch.long)]
-        return (abar / (1 - abar)).to(torch.float32).to(index.device)
+        return self._gather("snr", t, None).reshape(torch.as_tensor(t).shape)
 
     def sample_timesteps(self, batch: int, generator: torch.Generator | None = None,
                          device: torch.device | str = "cpu") -> torch.Tensor:

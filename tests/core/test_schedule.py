@@ -54,6 +54,9 @@ def test_add_noise_and_eps_to_x0_invert_each_other():
     assert torch.allclose(x_t.double(), a.sqrt() * x0.double() + (1 - a).sqrt() * noise.double(), atol=1e-6)
     assert x_t.dtype == torch.float32
     assert torch.allclose(SCHEDULE.eps_to_x0(x_t, noise, t), x0, atol=1e-4)
+    # Coefficients come from float64: sqrt(1 - abar_0) in float32 arithmetic would be ~1e-5 off.
+    coef = SCHEDULE.add_noise(torch.zeros(1, 1), torch.ones(1, 1), torch.tensor([0])).item()
+    assert coef == pytest.approx(math.sqrt(0.00085), rel=1e-7)
     # A scalar timestep broadcasts over the batch.
     assert torch.equal(SCHEDULE.add_noise(x0, noise, 500)[1], x_t[1])
 
