@@ -1,0 +1,1 @@
+"""CLI commands of the training package: ``mka train``, ``mka data``, ``mka eval``."""

@@ -1,0 +1,38 @@
+"""`mka data`: prepare manifests, synthesise the open corpus, propose captions.
+
+One module per subcommand (``data_<name>.py``), each exposing ``NAME``, ``HELP``,
+``add_arguments(parser)`` and ``run(args)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+from mka_core.cli.command import Command
+
+SUBCOMMAND_MODULES: list[str] = []  # data_prepare, data_synth, data_caption are appended as they land
+
+
+def _modules():
+    return [importlib.import_module(name) for name in SUBCOMMAND_MODULES]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", parser_class=type(parser))
+    for module in _modules():
+        child = sub.add_parser(module.NAME, help=module.HELP, description=module.__doc__)
+        module.add_arguments(child)
+        child.set_defaults(_data_run=module.run)
+
+
+def run(args: argparse.Namespace) -> int | None:
+    if getattr(args, "_data_run", None) is None:
+        from mka_core.errors import InputError
+
+        names = ", ".join(module.NAME for module in _modules())
+        raise InputError(f"Name a data subcommand: {names} (see `mka data --help`).")
+    return args._data_run(args)
+
+
+COMMANDS = [Command("data", "Prepare training manifests, synthesise the open corpus, propose captions.", add_arguments, run)]

@@ -1,0 +1,1 @@
+"""Training data: manifests, preparation, datasets and pseudo prompt enhancement."""

@@ -1,0 +1,1 @@
+"""``mka eval``: objective scores of a pipeline against reference audio."""

@@ -1,0 +1,1 @@
+"""Training losses (VAE reconstruction, GAN, vocoder)."""

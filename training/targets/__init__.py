@@ -1,0 +1,1 @@
+"""Trainable targets: what ``mka train NAME`` trains, one module per target."""
