@@ -1,0 +1,18 @@
+"""Registers the built-in training targets through the same hook a plugin uses."""
+
+from __future__ import annotations
+
+import importlib
+
+from mka_core.plugins.hookspecs import hookimpl
+
+# module -> class name; each module holds one target.
+BUILTIN_TARGETS = {
+    "training.targets.diffusion": "DiffusionTarget",
+}
+
+
+@hookimpl
+def register_trainers(register):
+    for module_name, class_name in BUILTIN_TARGETS.items():
+        register(getattr(importlib.import_module(module_name), class_name))
