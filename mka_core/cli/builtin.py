@@ -15,6 +15,7 @@ BUILTIN_COMMAND_MODULES = [
     "weights",
     "generate",
     "convert",
+    "serve",
 ]
 
 
