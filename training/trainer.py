@@ -223,6 +223,7 @@ class Trainer:
             seed = step_seed(run.seed, self.step, micro, self.dist.rank)
             torch.manual_seed(seed)  # module-internal randomness (dropout) follows the step too
             generator = torch.Generator().manual_seed(seed)
+            self.target.current_step = self.step
             phases = self.target.training_step(batch, generator)
             while True:
                 with autocast_context(self.device, run.precision):

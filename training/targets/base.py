@@ -85,6 +85,8 @@ class TrainTarget:
         self.slots: dict[str, ModuleSlot] = {}
         self.train_data: Dataset | None = None
         self.valid_data: Dataset | None = None
+        #: the optimiser step being computed (set by the trainer before each training_step)
+        self.current_step = 0
 
     # -- for subclasses ------------------------------------------------------------------------
     @property
@@ -104,6 +106,15 @@ class TrainTarget:
         """The module to call in a training forward (the DDP wrapper when distributed)."""
         slot = self.slots[name]
         return slot.wrapped if slot.wrapped is not None else slot.module
+
+    def first_batch(self) -> Any:
+        """The run's first training batch (the same one on every call, also after a resume)."""
+        from training.data.dataset import StreamSampler
+
+        sampler = StreamSampler(len(self.train_data), self.recipe.run.batch_size, seed=self.recipe.run.seed,
+                                rank=self.context.rank, world=self.context.world)
+        keys = next(iter(sampler))
+        return self.collate([self.train_data[key] for key in keys])
 
     def raw(self, name: str) -> nn.Module:
         """The bare module (for forwards whose gradients are not wanted, e.g. a GAN's D in G's phase)."""

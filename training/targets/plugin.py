@@ -8,6 +8,7 @@ from mka_core.plugins.hookspecs import hookimpl
 
 # module -> class name; each module holds one target.
 BUILTIN_TARGETS = {
+    "training.targets.vae": "VAETarget",
     "training.targets.diffusion": "DiffusionTarget",
 }
 
