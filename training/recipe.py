@@ -24,7 +24,7 @@ class RunSection(StrictModel):
     max_steps: int = Field(1000, ge=1, description="optimiser steps to train")
     batch_size: int = Field(8, ge=1, description="samples per step per process (before accumulation)")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimiser step")
-    grad_clip: float | None = Field(1.0, description="max global grad norm; none to disable")
+    grad_clip: float = Field(1.0, ge=0, description="max global grad norm (0 disables)")
     precision: Literal["float32", "bf16", "auto"] = Field(
         "float32", description="bf16 autocast where the device supports it ('auto': on CUDA with bf16 support)")
     device: str = "auto"

@@ -10,6 +10,9 @@ from mka_core.plugins.hookspecs import hookimpl
 BUILTIN_TARGETS = {
     "training.targets.vae": "VAETarget",
     "training.targets.diffusion": "DiffusionTarget",
+    "training.targets.inpaint": "InpaintTarget",
+    "training.targets.vocoder": "VocoderTarget",
+    "training.targets.conditioner": "ConditionerTarget",
 }
 
 
