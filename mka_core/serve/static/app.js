@@ -330,7 +330,9 @@ function renderJob(job, large) {
   const s = job.summary;
   const wrap = el("div", { class: large ? "current-job" : "job" });
   const what = s.inputs && s.inputs.length ? s.inputs.join(" | ") : s.init_audio || "(unconditional)";
-  wrap.append(el("p", { class: "meta", text: `#${job.number} ${s.task} · ${s.cond} · ${what}${s.mask ? ` · mask ${s.mask}` : ""}` }));
+  const boxes = s.mask ? s.mask.split(",").length : 0;
+  const mask = boxes ? ` · mask of ${boxes} box${boxes > 1 ? "es" : ""}` : "";
+  wrap.append(el("p", { class: "meta", text: `#${job.number} ${s.task} · ${s.cond} · ${what}${mask}`, title: s.mask || "" }));
   job.frames.forEach((urls, j) => {
     if (!urls.length) return;
     const row = el("div", { class: "frames", "aria-label": `frames picked from input ${j + 1}` });
