@@ -13,9 +13,10 @@ import json
 import re
 import shutil
 import zipfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Mapping
+from typing import Any, BinaryIO
 
 from mka_core.errors import InputError, MkaError
 from mka_core.serve.folders import AppFolders, is_id
@@ -23,7 +24,12 @@ from mka_core.serve.jobs import Job, JobQueue, QueueFull
 from mka_core.serve.limits import Limits
 from mka_core.serve.requests import parse_job_request
 from mka_core.serve.runtime import JobResult, ModelRuntime
-from mka_core.serve.uploads import ACCEPT, UploadStore, UploadTooLarge, UnsupportedUpload
+from mka_core.serve.uploads import (
+    ACCEPT,
+    UnsupportedUpload,
+    UploadStore,
+    UploadTooLarge,
+)
 
 STATIC = Path(__file__).resolve().parent / "static"
 #: URL -> (file in static/, content type). The only static files served.

@@ -34,7 +34,7 @@ class Limits:
     #: Finished jobs kept in the history (older ones are forgotten, their files removed).
     history: int = 200
 
-    def with_upload_megabytes(self, megabytes: float | None) -> "Limits":
+    def with_upload_megabytes(self, megabytes: float | None) -> Limits:
         """The same limits with every upload kind capped at ``megabytes``."""
         if megabytes is None:
             return self

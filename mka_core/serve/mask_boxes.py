@@ -16,7 +16,7 @@ exactly those frames. The tests check that the parsed mask equals the drawn one.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from pydantic import Field, model_validator
 
@@ -33,7 +33,7 @@ class MaskBox(StrictModel):
     high_bin: int | None = Field(None, ge=0)
 
     @model_validator(mode="after")
-    def _ordered(self) -> "MaskBox":
+    def _ordered(self) -> MaskBox:
         if self.end <= self.start:
             raise ValueError(f"a box must end after it starts (start {self.start:g} s, end {self.end:g} s)")
         if (self.low_bin is None) != (self.high_bin is None):

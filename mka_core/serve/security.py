@@ -51,7 +51,7 @@ class AccessPolicy:
     token: str | None
 
     @classmethod
-    def for_binding(cls, host: str, token: str | None) -> "AccessPolicy":
+    def for_binding(cls, host: str, token: str | None) -> AccessPolicy:
         """A token is required off loopback: the given one, else a fresh random one."""
         if token is not None and not token.strip():
             token = None

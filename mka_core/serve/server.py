@@ -85,7 +85,7 @@ class _Handler(BaseHTTPRequestHandler):
     def version_string(self) -> str:
         return self.server_version
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args) -> None:
         if self.server.log:
             sys.stderr.write(f"mka serve: {self.address_string()} {format % args}\n")
 
@@ -136,7 +136,7 @@ class _Handler(BaseHTTPRequestHandler):
             return -1
         return length if length >= 0 else -1
 
-    def _drain(self, body: "_Body | None") -> None:
+    def _drain(self, body: _Body | None) -> None:
         """Read what a handler left of the body, so the connection can serve the next request;
         a large remainder (a refused upload) closes the connection instead."""
         if body is None or body.remaining == 0:

@@ -70,8 +70,7 @@ def display_label(filename: str | None, kind: str) -> str:
 
 def guess_kind(head: bytes) -> str | None:
     """What the first bytes look like, to say so when the kind is wrong."""
-    if head.startswith(b"\x89PNG") or head.startswith(b"\xff\xd8\xff") or head[:4] in (b"GIF8",) or \
-            (head[:4] == b"RIFF" and head[8:12] == b"WEBP") or head.startswith(b"BM"):
+    if head.startswith((b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM")) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
         return "image"
     if head[4:8] == b"ftyp" or head.startswith(b"\x1a\x45\xdf\xa3") or (head[:4] == b"RIFF" and head[8:11] == b"AVI"):
         return "video"

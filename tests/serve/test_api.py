@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import threading
 import time
@@ -14,7 +15,15 @@ import soundfile as sf
 
 from mka_core.serve.limits import Limits
 from tests.conftest import run_cli
-from tests.serve.helpers import call, call_json, png_bytes, start_server, upload, wait_for_job, wav_bytes
+from tests.serve.helpers import (
+    call,
+    call_json,
+    png_bytes,
+    start_server,
+    upload,
+    wait_for_job,
+    wav_bytes,
+)
 
 
 @pytest.fixture(scope="module")
@@ -232,7 +241,7 @@ def test_concurrent_requests_all_complete_in_order_and_nothing_is_lost(live):
     assert all(job["status"] == "done" for job in finished.values())
     by_arrival = sorted(finished.values(), key=lambda job: job["number"])
     assert [job["started_order"] for job in by_arrival] == sorted(job["started_order"] for job in by_arrival)
-    assert all(a["finished"] <= b["started"] for a, b in zip(by_arrival, by_arrival[1:]))  # one at a time
+    assert all(a["finished"] <= b["started"] for a, b in itertools.pairwise(by_arrival))  # one at a time
     for i, job in finished.items():  # each client got its own result
         (output,) = job["outputs"]
         assert output["input"] == f"prompt {i}" and output["seed"] == i

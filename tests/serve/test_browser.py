@@ -125,7 +125,7 @@ def fast_settings(page, seed: int) -> None:
 def test_the_page_drives_every_input_kind_and_inpaints_only_the_drawn_region(page, served, tmp_path):
     screens = tmp_path / "screens"
     screens.mkdir()
-    shot = lambda name: page.screenshot(path=str(screens / f"{name}.png"), full_page=True)  # noqa: E731
+    shot = lambda name: page.screenshot(path=str(screens / f"{name}.png"), full_page=True)
 
     # The controls come from the plugin registry.
     options = page.locator("#cond option").all_inner_texts()

@@ -182,11 +182,11 @@ async function useInitAudio(blob, filename) {
   try {
     const info = await upload("audio", blob, filename);
     state.initUpload = info;
-    $("init-status").textContent = `${info.label}: ${info.duration.toFixed(2)} s, ${info.format}`;
     $("init-player").src = info.url;
     $("init-player").hidden = false;
     $("spectrogram-block").hidden = false;
     await state.mask.load(info);
+    $("init-status").textContent = `${info.label}: ${info.duration.toFixed(2)} s, ${info.format}`;
   } catch (error) {
     $("init-status").textContent = "Upload or record the sound to edit.";
     showError(error.message);
