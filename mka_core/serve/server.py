@@ -65,6 +65,9 @@ class ServeHTTPServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: ServeHTTPServer
     server_version = "mka-serve"
+    # Seconds a connection may sit idle (or stall mid-body) before it is closed, so a client
+    # that stops sending cannot hold a thread forever.
+    timeout = 120
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:

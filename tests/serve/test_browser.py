@@ -131,7 +131,11 @@ def test_the_page_drives_every_input_kind_and_inpaints_only_the_drawn_region(pag
     options = page.locator("#cond option").all_inner_texts()
     assert any(o.startswith("clip-image") for o in options) and any(o.startswith("clip-video") for o in options)
     assert set(page.locator("#task option").all_inner_texts()) >= {"t2a", "sdedit", "inpaint"}
+    page.click("#plugins summary")
+    names = page.locator("#conditioner-table tbody td:first-child").all_inner_texts()
+    assert names == sorted(names) and {"clip-text", "clip-image", "clip-video", "bert"} <= set(names)
     shot("01-start")
+    page.click("#plugins summary")
 
     # Text: type, generate, play.
     page.fill("#prompt", "a bell ringing")
