@@ -256,6 +256,7 @@ def test_progress_is_reported_while_sampling(live):
         seen.add((state["status"], state["step"], state["total"]))
         if state["status"] == "done":
             break
+        time.sleep(0.01)  # leave the worker the CPU (and the GIL)
     assert any(status == "running" and 0 < step < total == 60 for status, step, total in seen), sorted(seen)
 
 
