@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -259,6 +260,8 @@ class Trainer:
 
     def fit(self, *, export: bool = True) -> Path | None:
         run = self.recipe.run
+        if self.target.needs_data and not self.recipe.data.train:
+            raise InputError("No training manifest given; pass --data MANIFEST (see `mka data prepare`).")
         self.target.setup()
         self._build_optimizers()
         if self.resume_from is not None:
@@ -271,6 +274,8 @@ class Trainer:
         self._open_tensorboard()
         self._last_grad_norm: dict[str, float] = {}
         data = self._data()
+        if self.step == 0 and run.validate_every:
+            self.validate()  # the starting point, so every run shows how far it moved
         stopped = None
         started, window_start, window_steps = time.perf_counter(), time.perf_counter(), 0
         progress = _progress(self.dist.is_main, run.max_steps, self.step)
@@ -303,12 +308,16 @@ class Trainer:
                     break
         if stopped:
             path = self.save()
-            self.log(f"{stopped}: stopped at step {self.step}; checkpoint {path}; continue with --resume.")
+            if self.dist.is_main:
+                print(f"mka train: {stopped}: stopped at step {self.step}; checkpoint {path}; "
+                      "continue with the same command and --resume.", file=sys.stderr)
             raise KeyboardInterrupt
         if latest_checkpoint(self.run_dir) is None or int(latest_checkpoint(self.run_dir).name.split("-")[-1]) != self.step:
             self.save()
-        self.validate()
-        self.render_samples()
+        if not (run.validate_every and self.step % run.validate_every == 0):
+            self.validate()
+        if not (run.sample_every and self.step % run.sample_every == 0):
+            self.render_samples()
         failed = getattr(self.target.train_data, "failed", {})
         if failed and self.dist.is_main:
             self.log(f"{len(failed)} row(s) failed to decode during training and were skipped: {', '.join(sorted(failed)[:5])}")

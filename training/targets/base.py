@@ -78,6 +78,8 @@ class TrainTarget:
     recipe_class: type[Recipe] = Recipe
     #: manifest rows need a non-empty caption (text-conditioned targets)
     needs_captions: bool = False
+    #: the recipe must name a training manifest (data.train)
+    needs_data: bool = True
 
     def __init__(self, recipe: Recipe, context: TrainContext) -> None:
         self.recipe = recipe
