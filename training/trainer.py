@@ -79,11 +79,6 @@ class Trainer:
         self.dist: DistInfo = init_distributed(self.device)
         self._log = log or print
         self.resume_from = self._resolve_resume(resume)
-        if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            with atomic_write(self.run_dir / RECIPE_FILE, "w") as handle:
-                handle.write(recipe_to_toml(recipe))
-        barrier(self.dist)
         context = TrainContext(self.device, self.run_dir, self.dist.rank, self.dist.world, self.log)
         self.target = target_class(recipe, context)
         self.step = 0
@@ -264,6 +259,11 @@ class Trainer:
             raise InputError("No training manifest given; pass --data MANIFEST (see `mka data prepare`).")
         self.target.setup()
         self._build_optimizers()
+        if self.dist.is_main:  # the run folder appears once the run can start
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            with atomic_write(self.run_dir / RECIPE_FILE, "w") as handle:
+                handle.write(recipe_to_toml(self.recipe))
+        barrier(self.dist)
         if self.resume_from is not None:
             step, state = load_checkpoint(self.resume_from)
             self.load_state(state)

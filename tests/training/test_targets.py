@@ -163,7 +163,9 @@ def test_broken_rows_are_reported_and_the_good_ones_train(tmp_path, sound_manife
 def test_bad_training_requests_get_one_sentence(tmp_path, args, fragment):
     from tests.conftest import assert_clean_error
 
-    assert_clean_error(run_cli(*args, cwd=None), fragment)
+    args = tuple(str(tmp_path / "x") if a == "x" else a for a in args)
+    assert_clean_error(run_cli(*args), fragment)
+    assert not (tmp_path / "x").exists(), "a failed start left a run folder behind"
 
 
 def test_every_value_is_overridable_and_the_resolved_recipe_is_printed():
