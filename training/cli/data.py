@@ -11,7 +11,7 @@ import importlib
 
 from mka_core.cli.command import Command
 
-SUBCOMMAND_MODULES: list[str] = ["training.cli.data_prepare"]  # data_synth, data_caption are appended as they land
+SUBCOMMAND_MODULES: list[str] = ["training.cli.data_prepare", "training.cli.data_synth"]  # data_caption is appended as it lands
 
 
 def _modules():
