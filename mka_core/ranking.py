@@ -1,9 +1,11 @@
 """Ranking candidates by how well they match their prompt (``mka generate --n K --rank-with CLAP``).
 
 A *scorer* is any callable ``scorer(waveforms [B, N], prompts: list[str]) -> scores [B]``
-(higher = better match); a CLAP model giving the cosine similarity of audio and text
-embeddings is the intended one. Ranking never drops a candidate: it only orders each
-input's candidates best first. Without a scorer, candidates keep their generation order.
+(higher = better match), waveforms at mka's 16 kHz; the intended one is LAION-CLAP's cosine
+similarity of audio and text embeddings (the clap-text plugin's ``load_scorer``). Ranking
+orders each input's candidates best first and gives each its rank (1 = best) and score;
+:func:`best_candidates` keeps only the best of each input. Without a scorer, candidates keep
+their generation order.
 """
 
 from __future__ import annotations
@@ -50,18 +52,31 @@ def rank_candidates(waveforms: torch.Tensor, prompts: Sequence[str], scorer: Sco
     return Ranking(order, scores, ranks)
 
 
-def load_clap_scorer(path: str | Path, device: torch.device | str = "cpu") -> Scorer:
+#: Names ``--rank-with`` accepts for the default LAION-CLAP weights (``$MKA_HOME/weights/laion-clap-630k-audioset``).
+DEFAULT_SCORER_NAMES = ("clap", "laion-clap")
+
+
+def best_candidates(ranking: Ranking) -> list[int]:
+    """The batch index of the best-scoring candidate of each prompt, in the prompts' order."""
+    return [index for index in ranking.order if ranking.ranks[index] == 1]
+
+
+def load_clap_scorer(source: str | Path, device: torch.device | str = "cpu") -> Scorer:
     """A CLAP scorer from a LAION-CLAP checkpoint, provided by the ``clap-text`` plugin.
 
-    The plugin's conditioner class offers ``load_scorer(path, device=...)``; without it (or
-    without the plugin) ranking is unavailable and this says so in one sentence.
+    ``source`` is a checkpoint file, a folder holding one, an id in ``$MKA_HOME/weights``, or
+    ``clap`` for the default LAION-CLAP weights. The plugin's conditioner class offers
+    ``load_scorer(source, device=...)``; without it (or without the plugin) ranking is
+    unavailable and this says so in one sentence.
     """
     from mka_core.errors import PluginError
     from mka_core.plugins import manager
 
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise InputError(f"--rank-with {path}: no such CLAP checkpoint.")
+    text = str(source)
+    path = Path(text).expanduser()
+    looks_like_path = path.suffix != "" or path.is_absolute() or text.startswith((".", "~")) or "/" in text
+    if text not in DEFAULT_SCORER_NAMES and looks_like_path and not path.exists():
+        raise InputError(f"--rank-with {text}: no such CLAP checkpoint.")
     try:
         cls = manager.get("conditioner", "clap-text")
     except PluginError as exc:
@@ -69,4 +84,4 @@ def load_clap_scorer(path: str | Path, device: torch.device | str = "cpu") -> Sc
     loader = getattr(cls, "load_scorer", None)
     if loader is None:
         raise InputError("The installed clap-text plugin cannot score audio against text (no load_scorer); update it.")
-    return loader(path, device=device)
+    return loader(path if looks_like_path else text, device=device)

@@ -14,7 +14,11 @@ null condition is the encoding of ``""`` (``[CLS] [SEP] [PAD] x 75``), not zeros
 Module names follow the checkpoint: ``cond_stage_model.caption_encoder.base.*`` maps onto
 ``base.*`` and ``.projection.*`` onto ``projection.*``.
 
-The LAION-CLAP backend is not available yet: ``backend`` accepts only ``reference``.
+Backend ``laion`` is LAION-CLAP's text branch and projection (RoBERTa, pooled first token, MLP
+to 512, L2-normalised): one global token ``[B, 1, 512]`` in the space ``laion-clap``, through the
+``laion-clap`` package (``pip install 'mka[clap]'``), imported only when this backend is used.
+See :mod:`.laion` for how it is built offline and :mod:`.scorer` for audio-text scoring
+(``load_scorer``, used by ``mka generate --rank-with`` and ``mka data caption``).
 """
 
 from __future__ import annotations
@@ -23,10 +27,11 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
 from mka_core import Condition, Conditioner, EmbeddingSpace, StrictModel, hookimpl
+from mka_core.errors import InputError, WeightsError
 from mka_core.weights import load_safetensors, save_safetensors
 from mka_plugins.conditioners._hf_text import check_tokenizer, minilm_folder, require_transformers, resolve_text_weights, warn_if_truncated
 
@@ -36,16 +41,45 @@ BASE_DIR = "base"
 RELEASED_SPACE = "maa1-clap-text"
 
 
+#: The LAION-CLAP backend's defaults (kept in :mod:`.laion`, which imports nothing heavy at load).
+LAION_SPACE = "laion-clap"
+LAION_DEFAULT_WEIGHTS = "laion-clap-630k-audioset"
+LAION_DIM = 512
+
+
 class ClapTextOptions(StrictModel):
-    backend: Literal["reference"] = Field("reference", description="reference: the released BERT + projection encoder.")
+    backend: Literal["reference", "laion"] = Field(
+        "reference",
+        description=("reference: the released BERT + projection encoder (sequence of 77 x 1024). "
+                     "laion: LAION-CLAP's text branch + projection (one global 512-d token, space 'laion-clap')."),
+    )
     weights: str | None = Field(
         "bert-base-uncased",
-        description=("A folder written by this conditioner (base/ + projection.safetensors), or a BERT folder / hub id "
-                     "(the projection then starts random and is trainable)."),
+        description=("reference: a folder written by this conditioner (base/ + projection.safetensors), or a BERT folder "
+                     "/ hub id (the projection then starts random and is trainable). laion (default "
+                     f"'{LAION_DEFAULT_WEIGHTS}'): a LAION-CLAP checkpoint (.pt), a folder holding one, an id in "
+                     "$MKA_HOME/weights, or a folder written by this conditioner."),
     )
-    dim: int = Field(1024, ge=1, description="Projection output width (1024 in the released model).")
+    tokenizer: str | None = Field(
+        None,
+        description=("laion only: folder (or $MKA_HOME/weights id) with the RoBERTa tokenizer (vocab.json + merges.txt, "
+                     "or tokenizer.json); default: next to the checkpoint, then $MKA_HOME/weights/roberta-base."),
+    )
+    dim: int = Field(1024, ge=1, description="Output width: 1024 for the released projection; 512 (fixed) for laion.")
     max_length: int = Field(77, ge=2, le=512, description="Tokens per prompt, padded to exactly this length.")
-    space_name: str | None = Field(None, description=f"Embedding space name; '{RELEASED_SPACE}' for converted released weights.")
+    space_name: str | None = Field(
+        None, description=f"Embedding space name; '{RELEASED_SPACE}' for converted released weights, '{LAION_SPACE}' for laion.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _laion_defaults(cls, data: Any) -> Any:
+        # The field defaults describe the reference backend; laion has its own unless given.
+        if isinstance(data, dict) and data.get("backend") == "laion":
+            data = dict(data)
+            data.setdefault("weights", LAION_DEFAULT_WEIGHTS)
+            data.setdefault("dim", LAION_DIM)
+        return data
 
 
 class Projection(nn.Module):
@@ -68,17 +102,23 @@ class ClapTextConditioner(Conditioner):
     name = "clap-text"
     input_kind = "text"
     Options = ClapTextOptions
-    summary = "The released Make-An-Audio text encoder: BERT + per-token projection, 77 tokens, no attention mask."
-    space_summary = f"{RELEASED_SPACE} (1024, sequence) with converted weights"
+    summary = ("The released Make-An-Audio text encoder (BERT + per-token projection, 77 tokens, no attention mask), "
+               "or LAION-CLAP's text tower (backend=laion).")
+    space_summary = f"{RELEASED_SPACE} (1024, sequence) with converted weights; {LAION_SPACE} (512, global) with backend=laion"
 
     def __init__(self, options: StrictModel | None = None, **overrides: Any) -> None:
         super().__init__(options, **overrides)
         self._identity = "random"
         self._projection_trained = False
+        if self.options.backend == "laion" and self.options.dim != LAION_DIM:
+            raise InputError(f"clap-text backend=laion writes {LAION_DIM}-d embeddings; drop dim={self.options.dim}.")
         if self.options.weights is not None:
-            self._load(self.options.weights)
+            if self.options.backend == "laion":
+                self._load_laion(self.options.weights)
+            else:
+                self._load(self.options.weights)
 
-    # -- building -----------------------------------------------------------------------------------
+    # -- building: reference backend ------------------------------------------------------------------
     def _attach(self, base: nn.Module, tokenizer: Any) -> None:
         self.base = base.eval()
         self.base.requires_grad_(False)
@@ -103,6 +143,23 @@ class ClapTextConditioner(Conditioner):
             self._projection_trained = True
         self._identity = identity
 
+    # -- building: laion backend ------------------------------------------------------------------------
+    def _attach_laion(self, tower: nn.Module) -> None:
+        from mka_plugins.conditioners.clap_text.laion import check_max_length
+
+        check_max_length(self.options.max_length, tower.text_config)
+        if tower.dim != self.options.dim:
+            raise WeightsError(f"The LAION-CLAP weights project to {tower.dim} dimensions, not {self.options.dim}.")
+        self.tower = tower
+        self.tokenizer = tower.tokenizer
+        self._identity = tower.identity
+        self._projection_trained = True
+
+    def _load_laion(self, weights: str) -> None:
+        from mka_plugins.conditioners.clap_text.laion import load_text_tower
+
+        self._attach_laion(load_text_tower(weights, self.options.tokenizer))
+
     @classmethod
     def from_reference_tensors(cls, bert: dict[str, torch.Tensor], projection: dict[str, torch.Tensor],
                                tokenizer_dir: str | Path, bert_config: dict[str, Any], **options: Any) -> "ClapTextConditioner":
@@ -126,10 +183,17 @@ class ClapTextConditioner(Conditioner):
 
     @classmethod
     def build_random(cls, preset: str = "tiny", seed: int = 0, **options: Any) -> "ClapTextConditioner":
-        transformers = require_transformers()
         if preset != "tiny":
             return super().build_random(preset, seed, **options)
-        options = {"dim": 32, **{k: v for k, v in options.items() if k != "weights"}}
+        options = {k: v for k, v in options.items() if k != "weights"}
+        if options.get("backend") == "laion":
+            from mka_plugins.conditioners.clap_text.laion import LaionTextTower
+
+            conditioner = cls(cls.Options(weights=None, **options))
+            conditioner._attach_laion(LaionTextTower.random_tiny(seed))
+            return conditioner
+        transformers = require_transformers()
+        options = {"dim": 32, **options}
         conditioner = cls(cls.Options(weights=None, **options))
         folder = minilm_folder()
         if folder is not None:
@@ -146,9 +210,21 @@ class ClapTextConditioner(Conditioner):
         conditioner._identity = f"random-tiny-{seed}"
         return conditioner
 
+    @classmethod
+    def load_scorer(cls, source: str | Path, device: torch.device | str = "cpu", **kwargs: Any):
+        """A LAION-CLAP audio-text scorer (``scorer(waveforms [B, N], prompts) -> [B]`` cosine similarities)
+        from a checkpoint path, a folder holding one, or an id in ``$MKA_HOME/weights`` (``clap`` = the
+        default 630k-audioset weights). See :mod:`mka_plugins.conditioners.clap_text.scorer`."""
+        from mka_plugins.conditioners.clap_text.scorer import load_scorer
+
+        return load_scorer(source, device, **kwargs)
+
     def save_weights(self, directory: Path) -> bool:
         if self.options.space_name is None:
             self.options.space_name = self.space.name
+        if self.options.backend == "laion":
+            self.tower.save(directory)
+            return True
         self.base.save_pretrained(directory / BASE_DIR)
         self.tokenizer.save_pretrained(directory / BASE_DIR)
         save_safetensors(self.projection.state_dict(), directory / PROJECTION_FILE)
@@ -156,29 +232,41 @@ class ClapTextConditioner(Conditioner):
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         # A projection that did not come with the weights is what training should fit.
+        if self.options.backend == "laion":
+            return []
         return [] if self._projection_trained else list(self.projection.parameters())
 
     # -- the contract -------------------------------------------------------------------------------
     @property
     def space(self) -> EmbeddingSpace:
+        if self.options.backend == "laion":
+            return EmbeddingSpace(name=self.options.space_name or LAION_SPACE, dim=self.options.dim, tokens="global")
         return EmbeddingSpace(name=self.options.space_name or f"clap-text:{self._identity}", dim=self.options.dim,
                               tokens="sequence")
 
     @classmethod
     def space_from_options(cls, options: StrictModel) -> EmbeddingSpace | None:
+        if options.backend == "laion":
+            return EmbeddingSpace(name=options.space_name or LAION_SPACE, dim=options.dim, tokens="global")
         if options.space_name is None:
             return None
         return EmbeddingSpace(name=options.space_name, dim=options.dim, tokens="sequence")
 
-    def prepare(self, inputs: Sequence[Any]) -> torch.Tensor:
+    def prepare(self, inputs: Sequence[Any]) -> Any:
         texts = [str(t) for t in inputs]
+        if self.options.backend == "laion":
+            warn_if_truncated(texts, self.tower.token_counts(texts), self.options.max_length, self.name)
+            return self.tower.tokenize(texts, self.options.max_length)
         lengths = [len(self.tokenizer(t)["input_ids"]) for t in texts]
         warn_if_truncated(texts, lengths, self.options.max_length, self.name)
         batch = self.tokenizer(texts, padding="max_length", truncation=True, max_length=self.options.max_length,
                                return_tensors="pt")
         return batch["input_ids"]
 
-    def encode(self, prepared: torch.Tensor) -> Condition:
+    def encode(self, prepared: Any) -> Condition:
+        if self.options.backend == "laion":
+            embeds = self.tower.embed(prepared)[:, None, :]
+            return Condition(embeds, torch.ones(embeds.shape[:2], dtype=torch.bool, device=embeds.device))
         ids = prepared.to(self.device)
         # No attention mask, as the released model was trained: PAD tokens are attended.
         hidden = self.base(input_ids=ids).last_hidden_state
