@@ -55,16 +55,22 @@ def bandpass(x: np.ndarray, low: float, high: float, order: int = 2) -> np.ndarr
     return sosfilt(_sos("bandpass", low, high, order), x).astype(np.float32, copy=False)
 
 
-def shaped_noise(rng: np.random.Generator, n: int, gain_at) -> np.ndarray:
-    """Noise with magnitude spectrum ``gain_at(freqs_hz)``, unit RMS (one inverse FFT)."""
-    size = scipy.fft.next_fast_len(n, real=True)
+def noise_spectrum(rng: np.random.Generator, size: int, gain_at, rms: float = 1.0) -> np.ndarray:
+    """The rfft of ``size`` samples of noise with magnitude spectrum ``gain_at(freqs_hz)`` and the given RMS."""
     freqs = np.fft.rfftfreq(size, 1.0 / SAMPLE_RATE).astype(np.float32)
     bins = freqs.size
     spectrum = (rng.random(bins, dtype=np.float32) - 0.5) + 1j * (rng.random(bins, dtype=np.float32) - 0.5)
     spectrum *= np.asarray(gain_at(freqs), dtype=np.float32)
     spectrum[0] = 0.0
-    out = scipy.fft.irfft(spectrum, n=size)[:n].astype(np.float32)
-    return normalise(out)
+    # The RMS from the spectrum (Parseval) instead of a pass over the samples.
+    power = 2.0 * float(np.sum(np.square(np.abs(spectrum), dtype=np.float64))) / size**2
+    return (spectrum * np.float32(rms / np.sqrt(max(power, 1e-30)))).astype(np.complex64, copy=False)
+
+
+def shaped_noise(rng: np.random.Generator, n: int, gain_at) -> np.ndarray:
+    """Noise with magnitude spectrum ``gain_at(freqs_hz)``, unit RMS (one inverse FFT)."""
+    size = scipy.fft.next_fast_len(n, real=True)
+    return scipy.fft.irfft(noise_spectrum(rng, size, gain_at), n=size)[:n].astype(np.float32, copy=False)
 
 
 def normalise(x: np.ndarray) -> np.ndarray:
@@ -132,11 +138,23 @@ def slow_curve(rng: np.random.Generator, n: int, points_per_second: float, low: 
     """A smooth random curve between ``low`` and ``high`` (random control points, cosine-eased)."""
     count = max(2, int(np.ceil(n / SAMPLE_RATE * points_per_second)) + 2)
     values = rng.uniform(low, high, count).astype(np.float32)
-    position = np.linspace(0.0, count - 1.0, n, dtype=np.float32)
+    # Eased on a coarse grid (every 32 samples), then linearly interpolated: the curve is slow,
+    # so this is indistinguishable from easing every sample and far cheaper.
+    coarse = max(2, n // 32 + 2)
+    position = np.linspace(0.0, count - 1.0, coarse)
     left = np.minimum(position.astype(np.int64), count - 2)
-    frac = position - left
-    eased = (1.0 - np.cos(np.pi * frac)) * 0.5
-    return (values[left] * (1.0 - eased) + values[left + 1] * eased).astype(np.float32)
+    eased = (1.0 - np.cos(np.pi * (position - left))) * 0.5
+    curve = values[left] * (1.0 - eased) + values[left + 1] * eased
+    return np.interp(np.linspace(0.0, coarse - 1.0, n), np.arange(coarse), curve).astype(np.float32)
+
+
+def moving_average(x: np.ndarray, width: int) -> np.ndarray:
+    """Centred moving average over ``width`` samples (O(n), unlike ``np.convolve``); edges see fewer samples' worth."""
+    if width <= 1:
+        return x.astype(np.float32, copy=False)
+    padded = np.concatenate([np.zeros(width // 2 + 1), x.astype(np.float64), np.zeros(width - width // 2)])
+    sums = np.cumsum(padded)
+    return ((sums[width:width + x.size] - sums[:x.size]) / width).astype(np.float32)
 
 
 def fade(x: np.ndarray, fade_in: float, fade_out: float) -> np.ndarray:
@@ -161,12 +179,8 @@ def gate(n: int, starts: np.ndarray, lengths: np.ndarray, ramp_seconds: float = 
     ends = np.clip(starts + np.asarray(lengths, dtype=np.int64), 0, n)
     np.add.at(edges, starts, 1.0)
     np.add.at(edges, ends, -1.0)
-    env = np.minimum(np.cumsum(edges[:-1]), 1.0).astype(np.float32)
-    width = max(1, int(ramp_seconds * SAMPLE_RATE))
-    if width > 1:
-        kernel = np.ones(width, dtype=np.float32) / width
-        env = np.convolve(env, kernel, mode="same").astype(np.float32)
-    return env
+    env = np.minimum(np.cumsum(edges[:-1]), 1.0)
+    return moving_average(env, max(1, int(ramp_seconds * SAMPLE_RATE)))
 
 
 def active_level(x: np.ndarray, frame: int = 800) -> float:

@@ -48,7 +48,7 @@ def render_rain(rng: np.random.Generator, n: int, p: dict) -> np.ndarray:
 def sample_wind(rng: np.random.Generator) -> dict:
     strength = float(rng.uniform(0.0, 1.0))
     return {
-        "strength": strength, "cutoff_hz": float(250.0 + 550.0 * strength * rng.uniform(0.7, 1.0)),
+        "strength": strength, "cutoff_hz": float(450.0 + 700.0 * strength * rng.uniform(0.7, 1.0)),
         "gust_rate": float(rng.uniform(0.35, 0.9)), "howl": float(rng.uniform(0.0, 0.35)) if strength > 0.5 else 0.0,
         "howl_hz": float(rng.uniform(350.0, 800.0)),
         "tags": {"strength": "strong" if strength > 0.66 else "gentle" if strength < 0.33 else "",
@@ -109,7 +109,7 @@ def render_applause(rng: np.random.Generator, n: int, p: dict) -> np.ndarray:
 def sample_thunder(rng: np.random.Generator) -> dict:
     distance = float(rng.uniform(0.0, 1.0))
     return {
-        "distance": distance, "rumble_hz": float(rng.uniform(90.0, 220.0) * (1.3 - 0.6 * distance)),
+        "distance": distance, "rumble_hz": float(rng.uniform(70.0, 160.0) * (1.3 - 0.6 * distance)),
         "decay_s": float(rng.uniform(1.2, 3.0)), "claps": int(rng.choice([1, 2], p=[0.6, 0.4])),
         "tags": {"distance": "distant" if distance > 0.6 else "close" if distance < 0.3 else "",
                  "intensity": "loud" if distance < 0.3 else ""},
@@ -123,15 +123,17 @@ def render_thunder(rng: np.random.Generator, n: int, p: dict) -> np.ndarray:
     if p["claps"] == 2 and seconds - first > 4.0:
         onsets.append(rng.uniform(first + 2.5, seconds - 1.5))
     rumble_hz = p["rumble_hz"]
-    rumble = shaped_noise(rng, n, lambda f: 1.0 / (1.0 + (f / rumble_hz) ** 3))
+    # Most energy below a couple of hundred hertz, with a gentle slope so the roar reaches ~1 kHz.
+    rumble = shaped_noise(rng, n, lambda f: 1.0 / (1.0 + (f / rumble_hz) ** 2))
     envelope = np.zeros(n, dtype=np.float32)
     crack = np.zeros(n, dtype=np.float32)
     for k, onset in enumerate(onsets):
         start = int(onset * SAMPLE_RATE)
         remaining = n - start
         # The roll: several overlapping swells that fade out over the decay time.
-        rolls = decay(remaining, p["decay_s"], attack_seconds=0.04 + 0.3 * p["distance"])
-        rolls = rolls * (0.55 + 0.45 * slow_curve(rng, remaining, 3.0) ** 2)
+        rolls = decay(remaining, p["decay_s"], attack_seconds=0.02 + 0.08 * p["distance"])
+        # Rolling: the rumble flutters as echoes from near and far clouds arrive.
+        rolls = rolls * (0.35 + 0.65 * slow_curve(rng, remaining, 6.0) ** 2)
         envelope[start:] += rolls * (1.0 if k == 0 else rng.uniform(0.5, 0.9))
         if p["distance"] < 0.6:
             length = min(remaining, int(0.35 * SAMPLE_RATE))

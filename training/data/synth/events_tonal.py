@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 
 from training.data.synth.dsp import (
-    SAMPLE_RATE, bandpass, decay, fade, gate, harmonic_tone, highpass, lowpass, overlap_add, phase_of, slow_curve,
-    white,
+    SAMPLE_RATE, bandpass, decay, fade, gate, harmonic_tone, highpass, lowpass, moving_average, overlap_add,
+    slow_curve, white,
 )
 
 
@@ -94,12 +94,12 @@ def render_whistle(rng: np.random.Generator, n: int, p: dict) -> np.ndarray:
         pitches = p["centre_hz"] * 2.0 ** (rng.choice(steps, count) / 12.0)
         index = np.minimum((t / p["note_s"]).astype(np.int64), count - 1)
         # Glide between notes: smooth the step curve with a ~30 ms moving average.
-        track = np.convolve(pitches[index], np.ones(480) / 480, mode="same").astype(np.float32)
+        track = moving_average(pitches[index], 480)
         track[:240], track[-240:] = track[240], track[-241]
         phrase = int(rng.integers(4, 9)) * p["note_s"]
         breath_gap = rng.uniform(0.25, 0.6)
         on = ((t % (phrase + breath_gap)) < phrase).astype(np.float32)
-        env = np.convolve(on, np.ones(320) / 320, mode="same").astype(np.float32)
+        env = moving_average(on, 320)
     else:
         # "Wolf whistles": a rising glide then a falling one, repeated.
         length = rng.uniform(0.9, 1.5)
@@ -224,13 +224,13 @@ def render_bell(rng: np.random.Generator, n: int, p: dict) -> np.ndarray:
 # --- birds -------------------------------------------------------------------------------------
 
 def sample_birds(rng: np.random.Generator) -> dict:
-    low = float(rng.uniform(2200.0, 4200.0))
+    low = float(rng.uniform(2800.0, 4500.0))
     birds = int(rng.choice([1, 2, 3], p=[0.5, 0.3, 0.2]))
     rate = float(rng.uniform(6.0, 18.0))
     return {
         "low_hz": low, "span": float(rng.uniform(1.3, 1.8)), "birds": birds, "trill_rate": rate,
         "chirp_s": float(rng.uniform(0.035, 0.09)), "pause_s": float(rng.uniform(0.25, 1.2)),
-        "tags": {"pitch": _level(low, 2200.0, 4200.0, ("low", "mid", "high")),
+        "tags": {"pitch": _level(low, 2800.0, 4500.0, ("low", "mid", "high")),
                  "count": "one" if birds == 1 else "several", "rate": "fast" if rate > 13 else ""},
     }
 
@@ -266,11 +266,11 @@ def render_birds(rng: np.random.Generator, n: int, p: dict) -> np.ndarray:
 
 def sample_dripping(rng: np.random.Generator) -> dict:
     rate = float(np.exp(rng.uniform(np.log(0.8), np.log(5.0))))
-    pitch = float(rng.uniform(500.0, 1500.0))
+    pitch = float(rng.uniform(400.0, 1100.0))
     return {
         "rate_hz": rate, "pitch_hz": pitch, "regular": bool(rng.uniform() < 0.5),
         "tags": {"rate": _level(np.log(rate), np.log(0.8), np.log(5.0), ("slow", "", "fast")),
-                 "pitch": _level(pitch, 500.0, 1500.0, ("low", "mid", "high"))},
+                 "pitch": _level(pitch, 400.0, 1100.0, ("low", "mid", "high"))},
     }
 
 
@@ -281,7 +281,7 @@ def render_dripping(rng: np.random.Generator, n: int, p: dict) -> np.ndarray:
     t = np.arange(length, dtype=np.float32) / SAMPLE_RATE
     base = p["pitch_hz"] * rng.uniform(0.85, 1.15, (len(starts), 1)).astype(np.float32)
     # A drop excites a bubble whose resonance rises quickly as it shrinks: the "plip".
-    rise = np.float32(rng.uniform(1.6, 2.6)) * (1.0 - np.exp(-t / np.float32(0.012)))
+    rise = np.float32(rng.uniform(1.0, 1.8)) * (1.0 - np.exp(-t / np.float32(0.012)))
     freq = base * (1.0 + rise)[None, :]
     phase = np.cumsum(freq, axis=1) * np.float32(2 * np.pi / SAMPLE_RATE)
     grains = np.sin(phase) * decay(length, 0.018, attack_seconds=0.001)[None, :]

@@ -21,10 +21,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.fft
 
 from mka_core.errors import InputError
 from training.data.synth.dsp import (
-    SAMPLE_RATE, active_level, colour_gain, db, decay, fade, fft_convolve, lowpass, shaped_noise, white,
+    SAMPLE_RATE, active_level, colour_gain, db, decay, fade, lowpass, noise_spectrum, shaped_noise, white,
 )
 from training.data.synth.events import CLASSES, event_class
 
@@ -147,6 +148,26 @@ def _room_response(rng: np.random.Generator, rt60: float) -> np.ndarray:
     return response / np.float32(np.sqrt(np.sum(np.square(response, dtype=np.float64))) + 1e-9)
 
 
+def _room_and_noise(scene: Scene, mix: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Add the room's reverberation and the background noise in one pass in the frequency domain.
+
+    With a unit-energy impulse response the reverberant part has about the dry part's power, so
+    ``wet`` is its level relative to the dry sound. The noise is set against the dry sound's
+    active level (reverberation barely moves it).
+    """
+    n = mix.size
+    level = active_level(mix)
+    noise_gain = level * db(-scene.noise["snr_db"])
+    if scene.room["kind"] == "dry":
+        return mix + shaped_noise(rng, n, colour_gain(scene.noise["colour"])) * np.float32(noise_gain)
+    response = _room_response(rng, scene.room["rt60"])
+    size = scipy.fft.next_fast_len(n + response.size - 1, real=True)
+    spectrum = scipy.fft.rfft(mix, n=size)
+    spectrum *= 1.0 + np.float32(scene.room["wet"]) * scipy.fft.rfft(response, n=size)
+    spectrum += noise_spectrum(rng, size, colour_gain(scene.noise["colour"]), noise_gain)
+    return scipy.fft.irfft(spectrum, n=size)[:n].astype(np.float32)
+
+
 def render_scene(scene: Scene, rng: np.random.Generator) -> np.ndarray:
     n = scene.spec.samples
     mix = np.zeros(n, dtype=np.float32)
@@ -160,12 +181,7 @@ def render_scene(scene: Scene, rng: np.random.Generator) -> np.ndarray:
         level = active_level(wave)
         if level > 1e-8:
             mix[event.start:event.stop] += wave * np.float32(db(event.gain_db) / level)
-    if scene.room["kind"] != "dry":
-        wet = fft_convolve(mix, _room_response(rng, scene.room["rt60"]))
-        mix = mix + np.float32(scene.room["wet"] / max(1e-9, active_level(wet) / max(active_level(mix), 1e-9))) * wet
-    level = active_level(mix)
-    noise = shaped_noise(rng, n, colour_gain(scene.noise["colour"]))
-    mix = mix + noise * np.float32(level * db(-scene.noise["snr_db"]))
+    mix = _room_and_noise(scene, mix, rng)
     mix *= np.float32(db(scene.loudness_db) / max(active_level(mix), 1e-9))
     peak = float(np.max(np.abs(mix)))
     if peak > 0.97:  # a loud, peaky clip is turned down rather than clipped
