@@ -47,9 +47,11 @@ def tiny_tokenizer():
 
 
 def tiny_text_config(vocab_size: int) -> dict[str, Any]:
+    # initializer_range 0.2 (ten times RoBERTa's): at the usual 0.02 a one-layer random tower gives
+    # every prompt nearly the same pooled embedding (cosine 0.99999); at 0.2 prompts differ (about 0.96).
     return {"vocab_size": int(vocab_size), "hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 1,
             "intermediate_size": 128, "max_position_embeddings": 80, "type_vocab_size": 1,
-            "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2, "layer_norm_eps": 1e-5}
+            "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2, "layer_norm_eps": 1e-5, "initializer_range": 0.2}
 
 
 def write_tiny_checkpoint(folder: str | Path, seed: int = 0, *, file_name: str = "tiny-clap.pt") -> Path:
