@@ -7,8 +7,8 @@ same bytes with one worker or eight.
 
 Class balance: within each split the lead class goes round the class list in turn (the
 splits continue one another's rotation, so any corpus of at least ``len(classes)`` clips holds
-every class), and the second class of a composition is the lead shifted by an offset drawn
-once per round, so second classes are balanced too.
+every class), and the second classes of the compositions go round the list too (from a
+random starting point per split), so every split has the same class balance.
 """
 
 from __future__ import annotations
@@ -90,6 +90,29 @@ def _clip_seed(seed: int, index: int) -> int:
     return int(words[0]) << 31 | int(words[1]) >> 1  # 62 bits: fits any int64 column
 
 
+class _SecondClasses:
+    """Hands out the second class of each composition in turn round the class list.
+
+    A class that equals the clip's lead is owed rather than skipped: it goes to the next
+    composition with another lead, so every class is a second class equally often.
+    """
+
+    def __init__(self, count: int, start: int) -> None:
+        self.count, self.position, self.owed = count, start, []
+
+    def next_for(self, lead: int) -> int:
+        for k, owed in enumerate(self.owed):
+            if owed != lead:
+                return self.owed.pop(k)
+        candidate = self.position % self.count
+        self.position += 1
+        if candidate == lead:
+            self.owed.append(candidate)
+            candidate = self.position % self.count
+            self.position += 1
+        return candidate
+
+
 def plan_corpus(n: int, seed: int, *, holdout_fraction: float = 0.1, valid_fraction: float = 0.05,
                 min_duration: float = 5.0, max_duration: float = 10.0, single_only: bool = False,
                 classes: Sequence[str] | None = None) -> list[ClipPlan]:
@@ -102,15 +125,12 @@ def plan_corpus(n: int, seed: int, *, holdout_fraction: float = 0.1, valid_fract
     plans: list[ClipPlan] = []
     rotation = 0
     for split in SPLITS:
-        offset = 0
+        seconds = _SecondClasses(len(names), int(rng.integers(len(names))))
         for j in range(counts[split]):
-            position = rotation + j
-            lead = position % len(names)
-            if j == 0 or position % len(names) == 0:
-                offset = int(rng.integers(1, len(names))) if len(names) > 1 else 0
+            lead = (rotation + j) % len(names)
             mode = "single" if single_only or len(names) < 2 else str(rng.choice(modes, p=weights))
             duration = round(float(rng.uniform(min_duration, max_duration)), 2)
-            chosen = (names[lead],) if mode == "single" else (names[lead], names[(lead + offset) % len(names)])
+            chosen = (names[lead],) if mode == "single" else (names[lead], names[seconds.next_for(lead)])
             index = len(plans)
             plans.append(ClipPlan(index, split, ClipSpec(chosen, mode, duration), _clip_seed(seed, index)))
         rotation += counts[split]
@@ -135,6 +155,23 @@ def make_clip(plan: ClipPlan, out_dir: str, subtype: str = "PCM_16") -> Manifest
     )
 
 
+def _pool_context():
+    """Worker processes that start fast and share nothing with the parent's threads.
+
+    A fork server (where the platform has one) is a fresh process that imports numpy, scipy
+    and the audio writer once; each worker is then forked from it, ready at once. Plain
+    ``fork`` could copy a parent's busy torch thread pool, and ``spawn`` pays the imports
+    (seconds) in every worker.
+    """
+    import multiprocessing
+
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["training.data.synth.corpus", "mka_core.audio.io"])
+        return context
+    return multiprocessing.get_context("spawn")
+
+
 def _work(job: tuple[list[ClipPlan], str, str]) -> list[ManifestRow]:
     plans, out_dir, subtype = job
     return [make_clip(plan, out_dir, subtype) for plan in plans]
@@ -149,12 +186,9 @@ def _run(plans: list[ClipPlan], out_dir: str, subtype: str, workers: int) -> Ite
         for batch in _batches(plans, 1):
             yield _work((batch, out_dir, subtype))
         return
-    import multiprocessing
-
-    # Small batches keep the progress bar moving; spawn avoids forking a parent's torch threads.
+    # Small batches keep the progress bar moving.
     size = max(1, min(16, math.ceil(len(plans) / (workers * 8))))
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
         yield from pool.map(_work, [(batch, out_dir, subtype) for batch in _batches(plans, size)])
 
 

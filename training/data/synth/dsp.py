@@ -197,6 +197,17 @@ def active_level(x: np.ndarray, frame: int = 800) -> float:
     return float(np.sqrt(np.mean(np.partition(power, power.size - top)[-top:])))
 
 
+def lead_in(rng: np.random.Generator, n: int, low: float, high: float) -> float:
+    """Seconds before a sound's first event: uniform in [low, high], shrunk for short spans.
+
+    The first event always lands within the first fifth of the span, so even the short halves
+    of a "then" composition hold their sound.
+    """
+    high = min(high, 0.2 * n / SAMPLE_RATE)
+    low = min(low, 0.5 * high)
+    return float(rng.uniform(low, high))
+
+
 def db(value: float) -> float:
     return float(10.0 ** (value / 20.0))
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.data.synth.dsp import SAMPLE_RATE, bandpass, decay, highpass, lowpass, overlap_add, white
+from training.data.synth.dsp import SAMPLE_RATE, bandpass, decay, highpass, lead_in, lowpass, overlap_add, white
 from training.data.synth.events_tonal import _level
 
 
@@ -40,7 +40,7 @@ def sample_clock_tick(rng: np.random.Generator) -> dict:
 
 def render_clock_tick(rng: np.random.Generator, n: int, p: dict) -> np.ndarray:
     period = 1.0 / p["rate_hz"]
-    onsets = np.arange(rng.uniform(0.02, period), n / SAMPLE_RATE - 0.01, period)
+    onsets = np.arange(lead_in(rng, n, 0.02, period), n / SAMPLE_RATE - 0.01, period)
     count = len(onsets)
     length = int(0.03 * SAMPLE_RATE)
     tock = (np.arange(count) % 2).astype(np.float32)
@@ -70,7 +70,7 @@ def sample_footsteps(rng: np.random.Generator) -> dict:
 
 def render_footsteps(rng: np.random.Generator, n: int, p: dict) -> np.ndarray:
     period = 1.0 / p["rate_hz"]
-    onsets = np.arange(rng.uniform(0.05, 0.4), n / SAMPLE_RATE - 0.05, period)
+    onsets = np.arange(lead_in(rng, n, 0.05, 0.4), n / SAMPLE_RATE - 0.05, period)
     onsets = onsets + rng.normal(0.0, 0.012, onsets.size)
     count = len(onsets)
     length = int(0.16 * SAMPLE_RATE)
@@ -111,12 +111,14 @@ def sample_knocking(rng: np.random.Generator) -> dict:
 
 
 def render_knocking(rng: np.random.Generator, n: int, p: dict) -> np.ndarray:
-    onsets, time = [], rng.uniform(0.05, 0.35)
-    while time < n / SAMPLE_RATE - 0.15:
+    onsets, time = [], lead_in(rng, n, 0.05, 0.35)
+    while True:  # at least one burst, however short the span
         count = max(2, p["per_burst"] + int(rng.integers(-1, 2)))
         for k in range(count):
             onsets.append(time + k / p["rate_hz"] * rng.uniform(0.95, 1.05))
         time = onsets[-1] + p["pause_s"] * rng.uniform(0.8, 1.3)
+        if time >= n / SAMPLE_RATE - 0.15:
+            break
     count = len(onsets)
     metal = p["material"] == "metal"
     length = int((0.25 if metal else 0.09) * SAMPLE_RATE)
@@ -162,7 +164,7 @@ def _drum_grains(rng: np.random.Generator, voice: str, count: int, p: dict) -> n
 
 def render_drums(rng: np.random.Generator, n: int, p: dict) -> np.ndarray:
     step = 60.0 / p["tempo_bpm"] / 2.0  # eighth notes
-    start = rng.uniform(0.02, 0.3)
+    start = lead_in(rng, n, 0.02, 0.3)
     grid = np.arange(start, n / SAMPLE_RATE - 0.05, step)
     slots = np.arange(grid.size)
     hits: dict[str, np.ndarray] = {}

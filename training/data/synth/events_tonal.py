@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 
 from training.data.synth.dsp import (
-    SAMPLE_RATE, bandpass, decay, fade, gate, harmonic_tone, highpass, lowpass, moving_average, overlap_add,
-    slow_curve, white,
+    SAMPLE_RATE, bandpass, decay, fade, gate, harmonic_tone, highpass, lead_in, lowpass, moving_average,
+    overlap_add, slow_curve, white,
 )
 
 
@@ -33,7 +33,7 @@ def _level(value: float, low: float, high: float, names: tuple[str, str, str]) -
 def _starts(rng: np.random.Generator, n: int, first: tuple[float, float], gap: tuple[float, float],
             jitter: float = 0.0) -> np.ndarray:
     """Onsets in samples: the first within ``first`` seconds, then ``gap`` apart (+- jitter)."""
-    onsets = [rng.uniform(*first)]
+    onsets = [lead_in(rng, n, *first)]
     step = rng.uniform(*gap)
     seconds = n / SAMPLE_RATE
     while True:
@@ -136,7 +136,7 @@ def sample_alarm(rng: np.random.Generator) -> dict:
 
 def render_alarm(rng: np.random.Generator, n: int, p: dict) -> np.ndarray:
     period, seconds = p["period_s"], n / SAMPLE_RATE
-    onsets = np.arange(rng.uniform(0.05, 0.3), seconds, period)
+    onsets = np.arange(lead_in(rng, n, 0.05, 0.3), seconds, period)
     if p["style"] == "groups":  # beep-beep-beep, pause (like a smoke detector)
         group = int(rng.integers(3, 5))
         onsets = np.concatenate([np.arange(start, start + group * period, period)
@@ -239,8 +239,8 @@ def render_birds(rng: np.random.Generator, n: int, p: dict) -> np.ndarray:
     onsets, lows, shapes = [], [], []
     for bird in range(p["birds"]):
         low = p["low_hz"] * (1.0 + 0.25 * bird * rng.uniform(-1, 1))
-        time = rng.uniform(0.02, 0.5)
-        while time < n / SAMPLE_RATE - 0.1:
+        time = lead_in(rng, n, 0.02, 0.5)
+        while True:  # at least one trill per bird, however short the span
             count = int(rng.integers(2, 9))
             shape = int(rng.integers(0, 3))
             for k in range(count):
@@ -248,6 +248,8 @@ def render_birds(rng: np.random.Generator, n: int, p: dict) -> np.ndarray:
                 lows.append(low)
                 shapes.append(shape)
             time += count / p["trill_rate"] + p["pause_s"] * rng.uniform(0.6, 1.6) * p["birds"]
+            if time >= n / SAMPLE_RATE - 0.1:
+                break
     length = int(p["chirp_s"] * SAMPLE_RATE)
     u = np.arange(length, dtype=np.float32) / length
     lows_arr = np.asarray(lows, dtype=np.float32)[:, None]
@@ -301,12 +303,14 @@ def sample_dog_bark(rng: np.random.Generator) -> dict:
 
 
 def render_dog_bark(rng: np.random.Generator, n: int, p: dict) -> np.ndarray:
-    onsets, time = [], rng.uniform(0.05, 0.4)
-    while time < n / SAMPLE_RATE - 0.2:
+    onsets, time = [], lead_in(rng, n, 0.05, 0.4)
+    while True:  # at least one bark, however short the span
         count = int(rng.integers(1, p["per_group"] + 1))
         for k in range(count):
             onsets.append(time + k * (p["bark_s"] + rng.uniform(0.08, 0.2)))
         time = onsets[-1] + p["group_gap_s"] * rng.uniform(0.7, 1.4)
+        if time >= n / SAMPLE_RATE - 0.2:
+            break
     length = int(p["bark_s"] * SAMPLE_RATE)
     u = np.arange(length, dtype=np.float32) / length
     count = len(onsets)

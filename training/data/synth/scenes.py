@@ -114,7 +114,7 @@ def sample_scene(spec: ClipSpec, rng: np.random.Generator) -> Scene:
     events = [Placement(lead, lead_params, 0, n, 0.0, "lead")]
     if spec.mode == "then":
         split = int(n * rng.uniform(0.42, 0.58))
-        pause = int(rng.uniform(0.1, 0.4) * SAMPLE_RATE)
+        pause = int(rng.uniform(0.1, 0.4) * min(1.0, spec.duration / 8.0) * SAMPLE_RATE)
         events[0].stop = split
         events.append(Placement(rest[0], event_class(rest[0]).sample(rng), min(n - 1, split + pause), n,
                                 float(rng.uniform(-3.0, 3.0)), "second"))
