@@ -13,9 +13,18 @@ Key masks: ``mask [B, T]`` bool, True = a real token. Masked keys get no attenti
 A sample whose mask is all False attends to *nothing*: its attention result is the zero
 vector (the empty weighted sum), so the block's output is ``to_out`` applied to zeros (the
 bias) instead of the NaN a plain softmax over no keys would give.
+
+Inference reuses work across sampler steps: the cross-attention keys and values of a context
+are computed once and kept while the same context tensor comes back (a sampler passes one
+context to every step), and self-attention runs its three projections as one matmul over
+the stacked ``to_q|to_k|to_v`` weights. Both caches are bypassed while autograd records, and
+are invalidated when the context or a weight is replaced or modified in place.
 """
 
 from __future__ import annotations
+
+import weakref
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +50,46 @@ def masked_attention(
     return out.masked_fill(empty[:, None, None, None], 0.0)
 
 
+def _identity(t: torch.Tensor) -> tuple[Any, ...]:
+    """What must be unchanged for a value derived from ``t`` to still hold.
+
+    Inference tensors keep no version counter; they can only change inside inference mode,
+    which mka's samplers never do to a context.
+    """
+    version = -1 if t.is_inference() else t._version
+    return (version, t.data_ptr(), t.shape, t.dtype, t.device)
+
+
+class _Memo:
+    """The last value derived from a few tensors, recomputed when any of them changes."""
+
+    __slots__ = ("refs", "keys", "value")
+
+    def __init__(self) -> None:
+        self.refs: tuple[weakref.ref, ...] = ()
+        self.keys: tuple[Any, ...] = ()
+        self.value: Any = None
+
+    def __deepcopy__(self, memo: dict) -> "_Memo":
+        return _Memo()  # a copy's tensors are new objects: start empty
+
+    def __reduce__(self) -> tuple:
+        return (_Memo, ())
+
+    def get(self, tensors: tuple[torch.Tensor, ...], compute: Callable[[], Any]) -> Any:
+        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+            return compute()  # training: never hand autograd a cached graph-less value
+        if torch.compiler.is_compiling():
+            return compute()  # a compiled graph holds the computation itself
+        keys = tuple(_identity(t) for t in tensors)
+        refs = self.refs
+        if keys == self.keys and len(refs) == len(tensors) and all(r() is t for r, t in zip(refs, tensors)):
+            return self.value
+        value = compute()
+        self.refs, self.keys, self.value = tuple(weakref.ref(t) for t in tensors), keys, value
+        return value
+
+
 class CrossAttention(nn.Module):
     """Multi-head attention; self-attention when ``context`` is None.
 
@@ -60,6 +109,8 @@ class CrossAttention(nn.Module):
         self.to_k = nn.Linear(context_dim, inner_dim, bias=False)
         self.to_v = nn.Linear(context_dim, inner_dim, bias=False)
         self.to_out = nn.Sequential(nn.Linear(inner_dim, query_dim), nn.Dropout(dropout))
+        self._context_kv = _Memo()
+        self._stacked_qkv = _Memo()
 
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
@@ -69,13 +120,28 @@ class CrossAttention(nn.Module):
         self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         """``x [B, N, query_dim]``, ``context [B, T, context_dim]``, ``mask [B, T]`` -> ``[B, N, query_dim]``."""
-        source = x if context is None else context
-        q = self._split_heads(self.to_q(x))
-        k = self._split_heads(self.to_k(source))
-        v = self._split_heads(self.to_v(source))
+        if context is None:
+            q, k, v = self._self_qkv(x)
+        else:
+            q = self._split_heads(self.to_q(x))
+            k, v = self._context_kv.get(
+                (context, self.to_k.weight, self.to_v.weight),
+                lambda: (self._split_heads(self.to_k(context)), self._split_heads(self.to_v(context))),
+            )
         out = masked_attention(q, k, v, mask if context is not None else None, self.scale)
         b, _, n, _ = out.shape
         return self.to_out(out.transpose(1, 2).reshape(b, n, self.heads * self.dim_head))
+
+    def _self_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        weights = (self.to_q.weight, self.to_k.weight, self.to_v.weight)
+        recording = torch.is_grad_enabled() and any(w.requires_grad for w in weights)
+        if recording or self.to_q.in_features != self.to_k.in_features:
+            return tuple(self._split_heads(lin(x)) for lin in (self.to_q, self.to_k, self.to_v))  # type: ignore[return-value]
+        stacked = self._stacked_qkv.get(weights, lambda: torch.cat(weights, dim=0))
+        b, n, _ = x.shape
+        # [B, N, 3, heads, d] -> three [B, heads, N, d] views of one matmul's output.
+        qkv = F.linear(x, stacked).view(b, n, 3, self.heads, self.dim_head).permute(2, 0, 3, 1, 4)
+        return qkv[0], qkv[1], qkv[2]
 
 
 class GEGLU(nn.Module):

