@@ -11,7 +11,7 @@ import importlib
 
 from mka_core.cli.command import Command
 
-SUBCOMMAND_MODULES: list[str] = ["training.cli.data_prepare", "training.cli.data_synth"]  # data_caption is appended as it lands
+SUBCOMMAND_MODULES: list[str] = ["training.cli.data_prepare", "training.cli.data_synth", "training.cli.data_caption"]
 
 
 def _modules():
