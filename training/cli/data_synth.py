@@ -1,13 +1,9 @@
 """Synthesise the open sound-event corpus: captioned 16 kHz clips of 16 everyday sound classes.
 
-::
-
-    mka data synth --out data/synth --n 2000 --seed 0 --workers 4
-    mka data synth --out data/singles --n 800 --single-only --duration 5 8
-
-The folder gets audio/synth_NNNNNN.wav, train.tsv, valid.tsv, heldout.tsv (captions in
-phrasings never used for training), classes.json and synth.json. The same settings always give
-the same files, whatever the number of workers. See docs/corpus.md.
+Example: `mka data synth --out data/synth --n 2000 --seed 0 --workers 4`. The folder gets
+audio/synth_NNNNNN.wav, train.tsv, valid.tsv, heldout.tsv (captions in phrasings never used
+for training), classes.json and synth.json. The same settings always give the same files,
+whatever the number of workers. See docs/corpus.md.
 """
 
 from __future__ import annotations
