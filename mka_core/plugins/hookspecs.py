@@ -38,3 +38,8 @@ def register_trainers(register):
 @hookspec
 def register_caption_experts(register):
     """Register captioning or retrieval experts for ``mka data caption``: ``register(CaptionExpertSubclass)``."""
+
+
+@hookspec
+def register_audio_classifiers(register):
+    """Register audio classifiers for ``mka eval``: ``register(ClassifierClass)`` with a ``name`` and ``load(source, device)``."""

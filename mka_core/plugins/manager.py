@@ -37,6 +37,7 @@ HOOK_KINDS = {
     "register_commands": "command",
     "register_trainers": "trainer",
     "register_caption_experts": "caption-expert",
+    "register_audio_classifiers": "audio-classifier",
 }
 KINDS = tuple(HOOK_KINDS.values())
 

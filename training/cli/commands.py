@@ -7,7 +7,7 @@ import importlib
 from mka_core.plugins.hookspecs import hookimpl
 
 # Each module exposes COMMANDS, like the core's built-in command modules.
-COMMAND_MODULES = ["training.cli.data", "training.cli.train"]  # train and eval are appended as they land
+COMMAND_MODULES = ["training.cli.data", "training.cli.train", "training.cli.eval"]
 
 
 @hookimpl

@@ -1,0 +1,303 @@
+"""Audio classifiers for ``mka eval``: the contract, the built-in mel CNN, and how one is found.
+
+**Contract.** An :class:`AudioClassifier` has a ``name``, its ``classes`` (label names) and
+``multi_label`` (sigmoid outputs, several classes may be on) or not (softmax outputs). Its
+:meth:`~AudioClassifier.embed` takes a list of mono 16 kHz waveforms (any lengths) and returns
+a :class:`ClassifierOutput`: ``embeddings [B, D]`` (what the Fréchet distance compares) and
+``probabilities [B, C]`` (what KL and accuracy use). A classifier that works at another rate
+resamples inside ``embed``.
+
+**Third parties** (for example PANNs networks with their AudioSet weights) register a class
+through the ``register_audio_classifiers(register)`` hook. The class has a ``name`` and a
+classmethod ``load(source, device)`` returning an instance; ``source`` is None when the user
+gave the name, or the folder when a folder's ``classifier.json`` names the class.
+
+**Built-in** :class:`MelCnnClassifier`: a small CNN on the log-mel of mka's own front end,
+trained by ``mka eval train-classifier`` (see :mod:`training.evaluation.train_classifier`) and
+saved as ``classifier.json`` + ``classifier.safetensors``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from mka_core.audio.mel import MelConfig, MelFrontEnd
+from mka_core.config import StrictModel
+from mka_core.errors import InputError
+
+CLASSIFIER_JSON = "classifier.json"
+CLASSIFIER_WEIGHTS = "classifier.safetensors"
+BUILTIN_KIND = "mel-cnn"
+SAMPLE_RATE = 16000
+
+
+@dataclass
+class ClassifierOutput:
+    """``embeddings [B, D]`` and ``probabilities [B, C]``, float32 on the CPU."""
+
+    embeddings: torch.Tensor
+    probabilities: torch.Tensor
+
+
+class AudioClassifier:
+    """What ``mka eval`` needs from a classifier (subclass it, or duck-type these members)."""
+
+    name: str = ""
+    classes: list[str] = []
+    multi_label: bool = True
+
+    def embed(self, waves: Sequence[torch.Tensor]) -> ClassifierOutput:
+        """Embeddings and class probabilities of mono 16 kHz waveforms (1-D tensors of any lengths)."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "classes": len(self.classes), "multi_label": bool(self.multi_label)}
+
+
+# -- the built-in mel CNN ---------------------------------------------------------------------
+
+
+class MelCnnConfig(StrictModel):
+    """The built-in classifier's architecture and the front end it listens through."""
+
+    classes: list[str] = Field(default_factory=list, description="Class names, in output order.")
+    channels: list[int] = Field([32, 64, 128, 256], min_length=1, description="Channels of each conv block (each halves time and frequency).")
+    embed_dim: int = Field(256, gt=0, description="Width of the embedding layer the Fréchet distance uses.")
+    dropout: float = Field(0.2, ge=0, lt=1, description="Dropout before the embedding and the output layers (training only).")
+    multi_label: bool = Field(True, description="Sigmoid outputs trained with binary cross-entropy (clips may carry several labels).")
+    mel: MelConfig = Field(default_factory=MelConfig, description="The log-mel front end (mka's own by default).")
+
+    @classmethod
+    def preset(cls, name: str) -> "MelCnnConfig":
+        """``tiny`` (tests, seconds on a CPU) or ``base`` (the documented synthetic-corpus recipe)."""
+        if name == "tiny":
+            return cls(channels=[8, 16], embed_dim=32, dropout=0.0)
+        if name == "base":
+            return cls()
+        raise InputError(f"Unknown classifier preset '{name}'; valid presets are 'tiny' and 'base'.")
+
+
+def _groups(channels: int) -> int:
+    return next(g for g in (8, 4, 2, 1) if channels % g == 0)
+
+
+class _ConvBlock(nn.Sequential):
+    # GroupNorm, not BatchNorm: no running statistics, so a short training run evaluates as it
+    # trained, and a clip's embedding never depends on the rest of its batch.
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__(
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.GroupNorm(_groups(cout), cout), nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.GroupNorm(_groups(cout), cout), nn.ReLU(inplace=True),
+            nn.AvgPool2d(2, ceil_mode=True),
+        )
+
+
+class MelCnn(nn.Module):
+    """Log-mel ``[B, 1, n_mels, frames]`` -> (embedding ``[B, D]``, logits ``[B, C]``); any number of frames."""
+
+    config_class = MelCnnConfig
+
+    def __init__(self, config: MelCnnConfig) -> None:
+        super().__init__()
+        if not config.classes:
+            raise InputError("A classifier needs at least one class.")
+        self.config = config
+        # Each mel bin is standardised with the training set's mean and std (set by the trainer,
+        # saved with the weights): quiet high bands then weigh as much as loud low ones.
+        self.register_buffer("bin_mean", torch.zeros(config.mel.n_mels))
+        self.register_buffer("bin_std", torch.ones(config.mel.n_mels))
+        widths = [1, *config.channels]
+        self.blocks = nn.Sequential(*[_ConvBlock(a, b) for a, b in zip(widths[:-1], widths[1:])])
+        self.dropout = nn.Dropout(config.dropout)
+        self.embedding = nn.Linear(config.channels[-1], config.embed_dim)
+        self.head = nn.Linear(config.embed_dim, len(config.classes))
+
+    @torch.no_grad()
+    def set_input_statistics(self, mels: Sequence[torch.Tensor]) -> None:
+        """Per-bin mean and std over every frame of ``mels`` (each ``[n_mels, frames]``), in float64."""
+        total = sum(m.shape[-1] for m in mels)
+        mean = sum(m.double().sum(dim=-1) for m in mels) / total
+        var = sum(((m.double() - mean[:, None]) ** 2).sum(dim=-1) for m in mels) / total
+        self.bin_mean.copy_(mean.float())
+        self.bin_std.copy_(var.sqrt().clamp(min=1e-3).float())
+
+    def forward(self, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = (mel - self.bin_mean[:, None]) / self.bin_std[:, None]
+        x = self.blocks(x).mean(dim=2)  # average over frequency -> [B, C, T]
+        # Mean + max over time: the mean hears textures, the max hears short events.
+        pooled = x.mean(dim=-1) + x.amax(dim=-1)
+        embedding = torch.relu(self.embedding(self.dropout(pooled)))
+        return embedding, self.head(self.dropout(embedding))
+
+
+class MelCnnClassifier(AudioClassifier):
+    """The built-in classifier: :class:`MelCnn` behind mka's mel front end."""
+
+    kind = BUILTIN_KIND
+
+    def __init__(self, model: MelCnn, *, name: str = BUILTIN_KIND, device: str | torch.device = "cpu",
+                 batch_size: int = 16) -> None:
+        self.model = model.eval()
+        self.model.requires_grad_(False)
+        self.config = model.config
+        self.name = name
+        self.classes = list(model.config.classes)
+        self.multi_label = model.config.multi_label
+        self.front_end = MelFrontEnd(model.config.mel)
+        self.batch_size = batch_size
+        self.to(device)
+
+    def to(self, device: str | torch.device) -> "MelCnnClassifier":
+        from mka_core.devices import resolve_device
+
+        self.device = resolve_device(device) if isinstance(device, str) else torch.device(device)
+        self.model.to(self.device)
+        self.front_end.to(self.device)
+        return self
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1)
+
+    @torch.no_grad()
+    def embed(self, waves: Sequence[torch.Tensor]) -> ClassifierOutput:
+        waves = [_check_wave(w) for w in waves]
+        embeddings: list[torch.Tensor | None] = [None] * len(waves)
+        probs: list[torch.Tensor | None] = [None] * len(waves)
+        # Clips of equal length share a batch (no padding), so a clip scores the same in any batch.
+        by_length: dict[int, list[int]] = {}
+        for index, wave in enumerate(waves):
+            by_length.setdefault(wave.numel(), []).append(index)
+        for indices in by_length.values():
+            for start in range(0, len(indices), self.batch_size):
+                chunk = indices[start : start + self.batch_size]
+                batch = torch.stack([waves[i] for i in chunk]).to(self.device, torch.float32)
+                embedding, logits = self.model(self.front_end(batch))
+                p = self.probabilities(logits.float())
+                for row, index in enumerate(chunk):
+                    embeddings[index], probs[index] = embedding[row].float().cpu(), p[row].cpu()
+        if not waves:
+            return ClassifierOutput(torch.zeros(0, self.config.embed_dim), torch.zeros(0, len(self.classes)))
+        return ClassifierOutput(torch.stack(embeddings), torch.stack(probs))
+
+    # -- persistence ------------------------------------------------------------------------
+    def save(self, folder: str | Path, training: dict[str, Any] | None = None) -> Path:
+        return save_mel_cnn(self.model, folder, training=training)
+
+    @classmethod
+    def load(cls, source: str | Path | None, device: str | torch.device = "cpu") -> "MelCnnClassifier":
+        if source is None:
+            raise InputError("The built-in classifier needs a folder made by `mka eval train-classifier`.")
+        folder = Path(source)
+        record = read_classifier_json(folder)
+        try:
+            config = MelCnnConfig(**record.get("config", {}))
+        except Exception as exc:
+            raise InputError(f"{folder / CLASSIFIER_JSON} has an invalid config ({_first_line(exc)}).") from exc
+        from mka_core.weights import load_safetensors
+
+        model = MelCnn(config)
+        state = load_safetensors(folder / CLASSIFIER_WEIGHTS)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            from mka_core.errors import WeightsError
+
+            raise WeightsError(f"{folder / CLASSIFIER_WEIGHTS} does not fit its classifier.json ({_first_line(exc)}); "
+                               "train the classifier again.") from exc
+        return cls(model, name=record.get("name") or folder.name, device=device)
+
+
+def save_mel_cnn(model: MelCnn, folder: str | Path, *, training: dict[str, Any] | None = None) -> Path:
+    """Write ``classifier.safetensors`` then ``classifier.json`` (each atomically) into ``folder``."""
+    from mka_core import __version__
+    from mka_core.weights import save_safetensors, write_json
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_safetensors(model.state_dict(), folder / CLASSIFIER_WEIGHTS)
+    write_json(folder / CLASSIFIER_JSON, {
+        "classifier": BUILTIN_KIND, "name": folder.name, "mka_version": __version__,
+        "config": model.config.model_dump(mode="json"), "training": training or {},
+    })
+    return folder
+
+
+def read_classifier_json(folder: Path) -> dict[str, Any]:
+    import json
+
+    path = folder / CLASSIFIER_JSON
+    if not path.is_file():
+        raise InputError(f"{folder} is not a classifier folder (no {CLASSIFIER_JSON}); make one with "
+                         "`mka eval train-classifier`.")
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path} is not valid JSON ({exc}); train the classifier again.") from exc
+    if not isinstance(record, dict) or not isinstance(record.get("classifier"), str):
+        raise InputError(f"{path} does not say which classifier it holds (a 'classifier' field).")
+    return record
+
+
+def _check_wave(wave: torch.Tensor) -> torch.Tensor:
+    wave = torch.as_tensor(wave).detach().float().flatten().cpu()
+    if wave.numel() < 1024:
+        raise InputError(f"A clip of {wave.numel()} samples is too short to classify; give at least 1024 (64 ms).")
+    return wave
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else exc.__class__.__name__
+
+
+# -- finding a classifier -----------------------------------------------------------------------
+
+
+def registered_classifiers() -> list[str]:
+    from mka_core.plugins import manager
+
+    return manager.names("audio-classifier")
+
+
+def load_classifier(spec: str | Path, device: str | torch.device = "cpu") -> AudioClassifier:
+    """A classifier from a folder (``classifier.json``) or the name of a registered one."""
+    from mka_core.plugins import manager
+
+    text = str(spec)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        record = read_classifier_json(path)
+        kind = record["classifier"]
+        if kind == BUILTIN_KIND:
+            return MelCnnClassifier.load(path, device=device)
+        return _plugin_class(kind, f"the folder {path}").load(path, device)
+    if text in registered_classifiers():
+        return _plugin_class(text, "--classifier").load(None, device)
+    if path.exists():
+        raise InputError(f"--classifier {text} is a file; give a classifier folder or a registered classifier name.")
+    known = ", ".join(registered_classifiers()) or "none installed"
+    raise InputError(f"--classifier {text} is neither a classifier folder nor a registered audio classifier "
+                     f"(registered: {known}).")
+
+
+def _plugin_class(name: str, where: str):
+    from mka_core.errors import PluginError
+    from mka_core.plugins import manager
+
+    try:
+        cls = manager.get("audio-classifier", name)
+    except PluginError as exc:
+        raise InputError(f"{where} needs the audio classifier '{name}', which is not installed ({exc}).") from None
+    if not callable(getattr(cls, "load", None)):
+        raise InputError(f"The registered audio classifier '{name}' has no load(source, device) method.")
+    return cls
+
+
+__all__ = ["AudioClassifier", "ClassifierOutput", "MelCnn", "MelCnnClassifier", "MelCnnConfig", "load_classifier",
+           "registered_classifiers", "save_mel_cnn", "CLASSIFIER_JSON", "CLASSIFIER_WEIGHTS"]
