@@ -62,6 +62,18 @@ def test_render_clip_accepts_a_name_a_list_and_a_dict():
     assert np.array_equal(render_clip(spec, 5), render_clip(ClipSpec(("bell", "rain"), "background", 6.0), 5))
 
 
+def test_clip_specs_from_labels_strings_and_dicts():
+    assert ClipSpec.coerce("bell;rain") == ClipSpec(("bell", "rain"), "while", 8.0)
+    assert ClipSpec.coerce({"labels": "bell;rain", "mode": "then", "duration": 5}) == ClipSpec(("bell", "rain"), "then", 5.0)
+    assert ClipSpec.coerce({"class": "bell"}) == ClipSpec(("bell",), "single", 8.0)
+    for bad in ({"colour": "red"}, {"classes": "bell", "duration": "long"}, 7, []):
+        with pytest.raises(InputError):
+            ClipSpec.coerce(bad)
+    for seed in (-1, 2.5):
+        with pytest.raises(InputError, match="seed"):
+            render_clip("bell", seed)
+
+
 @pytest.mark.parametrize("kwargs, fragment", [
     ({"classes": ("violin",)}, "Unknown sound class"),
     ({"classes": ("bell",), "mode": "sideways"}, "mode"),

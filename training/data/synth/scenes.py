@@ -43,6 +43,8 @@ class ClipSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "classes", tuple(self.classes))
+        if not self.classes:
+            raise InputError("A clip needs at least one sound class; name one from the class list.")
         for name in self.classes:
             event_class(name)  # unknown names -> InputError
         if self.mode not in MODES:
@@ -59,19 +61,30 @@ class ClipSpec:
 
     @classmethod
     def coerce(cls, spec: "ClipSpec | str | dict | list | tuple") -> "ClipSpec":
-        """Accept a ClipSpec, a class name, a list of names, or a dict of the fields."""
+        """Accept a ClipSpec, a class name (``"bell"``), a labels string (``"bell;rain"``), a list
+        of names, or a dict with ``classes`` (or ``class``/``labels``), ``mode`` and ``duration``.
+        Two classes without a mode play at once (``while``)."""
         if isinstance(spec, ClipSpec):
             return spec
         if isinstance(spec, str):
-            return cls((spec,))
+            names = tuple(part.strip() for part in spec.split(";") if part.strip())
+            return cls(names, "single" if len(names) == 1 else "while")
         if isinstance(spec, dict):
-            unknown = set(spec) - {"classes", "mode", "duration"}
-            if unknown:
-                raise InputError(f"A clip spec takes classes, mode and duration, not {', '.join(sorted(unknown))}.")
-            classes = spec.get("classes", ())
-            classes = (classes,) if isinstance(classes, str) else tuple(classes)
-            mode = spec.get("mode", "single" if len(classes) == 1 else "while")
-            return cls(classes, mode, float(spec.get("duration", 8.0)))
+            keys = [key for key in ("classes", "class", "labels") if key in spec]
+            unknown = set(spec) - {"classes", "class", "labels", "mode", "duration"}
+            if unknown or len(keys) != 1:
+                raise InputError("A clip spec dict takes 'classes' (a name or a list), and optionally 'mode' and "
+                                 f"'duration'; got the keys {', '.join(sorted(spec)) or 'none'}.")
+            classes = spec[keys[0]]
+            if isinstance(classes, str):
+                classes = tuple(part.strip() for part in classes.split(";") if part.strip())
+            classes = tuple(classes)
+            mode = spec.get("mode") or ("single" if len(classes) == 1 else "while")
+            try:
+                duration = float(spec.get("duration", 8.0))
+            except (TypeError, ValueError):
+                raise InputError(f"A clip's duration is a number of seconds, got {spec.get('duration')!r}.") from None
+            return cls(classes, mode, duration)
         if isinstance(spec, (list, tuple)):
             return cls(tuple(spec), "single" if len(spec) == 1 else "while")
         raise InputError(f"A clip spec is a class name, a list of names, a dict or a ClipSpec, not {type(spec).__name__}.")
@@ -103,6 +116,8 @@ class Scene:
 
 def streams(seed: int) -> tuple[np.random.Generator, np.random.Generator, np.random.Generator]:
     """Independent generators for (scene parameters, audio, caption) from one seed."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InputError(f"A clip seed is a whole number of 0 or more, got {seed!r}.")
     children = np.random.SeedSequence(int(seed)).spawn(3)
     return tuple(np.random.default_rng(child) for child in children)  # type: ignore[return-value]
 
