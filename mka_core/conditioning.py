@@ -255,7 +255,19 @@ class Conditioner(nn.Module):
         if options.get("weights") == ".":
             options["weights"] = str(directory)
         options.update(overrides)
-        conditioner = cls(cls.Options(**options))
+        try:
+            validated = cls.Options(**options)
+        except ValueError as exc:  # pydantic's ValidationError: a hand-edited or damaged conditioner.json
+            from mka_core.errors import WeightsError
+
+            errors = getattr(exc, "errors", None)
+            first = errors()[0] if callable(errors) else {"loc": (), "msg": str(exc)}
+            where = ".".join(str(part) for part in first.get("loc", ())) or "options"
+            raise WeightsError(
+                f"{directory / CONDITIONER_CONFIG} has an invalid option '{where}' for conditioner '{cls.name}' "
+                f"({first.get('msg')}); fix the file or re-create the model folder."
+            ) from exc
+        conditioner = cls(validated)
         trained_path = directory / TRAINED_WEIGHTS
         if trained_path.exists() and saved.get("conditioner") == cls.name:
             conditioner.load_state_dict(load_safetensors(trained_path), strict=False)

@@ -10,6 +10,7 @@ with those seeds, and a seed gives the same noise on every device.
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
@@ -17,15 +18,22 @@ import torch
 from mka_core import __version__
 from mka_core.conditioning import Condition
 from mka_core.errors import InputError
-from mka_core.pipeline import GenerationResult, Pipeline, get_task
+from mka_core.pipeline import GenerationResult, Pipeline, check_finite, get_task
 from mka_core.tasks import TaskRequest
 
 MAX_BATCH = 256
 
 
-def _load_init_audio(pipe: Pipeline, init_audio: Any, count: int) -> list[torch.Tensor]:
+def _load_init_audio(pipe: Pipeline, init_audio: Any, count: int, duration: float | None) -> list[torch.Tensor]:
+    """Init audios as mono waveforms at the model's rate.
+
+    Only what the request can use is decoded: ``duration`` seconds when it is given, else a
+    little more than the model's longest duration (enough to tell the file is too long), so an
+    hour-long multichannel recording never has to fit in memory.
+    """
     from mka_core.audio.io import load_audio
 
+    max_seconds = float(duration) if duration is not None else pipe.config.max_duration + 1.0
     items = list(init_audio) if isinstance(init_audio, (list, tuple)) else [init_audio]
     waves = []
     for item in items:
@@ -33,14 +41,37 @@ def _load_init_audio(pipe: Pipeline, init_audio: Any, count: int) -> list[torch.
             wave = item.detach().float().flatten().cpu()
             if wave.numel() == 0:
                 raise InputError("The init audio tensor is empty.")
+            if not torch.isfinite(wave).all():
+                raise InputError("The init audio tensor contains NaN or infinite samples.")
         else:
-            wave = load_audio(item, pipe.sample_rate)
+            wave = load_audio(item, pipe.sample_rate, max_seconds=max_seconds)
         waves.append(wave)
     if len(waves) == 1 and count > 1:
         waves = waves * count
     if len(waves) != count:
         raise InputError(f"Got {len(waves)} init audios for {count} inputs; give one, or one per input.")
     return waves
+
+
+def _init_audio_duration(pipe: Pipeline, wave: torch.Tensor, init_audio: Any) -> float:
+    """The init audio's length as the request's duration, or a sentence that names the init audio
+    (a too-short or too-long file is the user's input at fault, not a --duration they never gave)."""
+    from mka_core.geometry import MIN_DURATION
+
+    seconds = wave.numel() / pipe.sample_rate
+    first = init_audio[0] if isinstance(init_audio, (list, tuple)) else init_audio
+    name = f"The init audio {first}" if isinstance(first, (str, Path)) else "The init audio"
+    if seconds < MIN_DURATION:
+        raise InputError(
+            f"{name} is only {seconds:.4g} s long; give at least {MIN_DURATION:g} s of audio, or pass a duration "
+            "(--duration) to pad it with silence."
+        )
+    if seconds > pipe.config.max_duration:
+        raise InputError(
+            f"{name} is longer than the {pipe.config.max_duration:g} s this model generates; pass a duration "
+            "(--duration) to use its beginning."
+        )
+    return seconds
 
 
 def _fit_length(wave: torch.Tensor, length: int) -> torch.Tensor:
@@ -104,9 +135,14 @@ def generate(
     if total > MAX_BATCH:
         raise InputError(f"{total} outputs in one request is more than the limit of {MAX_BATCH}; split the request.")
 
-    waves = _load_init_audio(pipe, init_audio, count) if init_audio is not None and task_obj.init_audio != "unused" else None
-    if duration is None:
-        duration = waves[0].numel() / pipe.sample_rate if waves is not None else defaults.duration
+    if duration is not None:
+        duration = pipe.check_duration(duration)
+    uses_init = init_audio is not None and task_obj.init_audio != "unused"
+    waves = _load_init_audio(pipe, init_audio, count, duration) if uses_init else None
+    if duration is None and waves is not None:
+        duration = _init_audio_duration(pipe, waves[0], init_audio)
+    elif duration is None:
+        duration = defaults.duration
     frames, num_samples = pipe.frames_for(float(duration))
 
     # -- conditions ----------------------------------------------------------------------------
@@ -119,10 +155,16 @@ def generate(
             null = pipe.null_condition(total)
         else:
             null = conditioner.null_condition(1).to(pipe.device, pipe.dtype).expand(total)
+        check_finite(null.embeds, f"conditioner '{conditioner.name}' (its null condition)", module=conditioner,
+                     dtype=conditioner.dtype)
         if inputs or condition is not None:
             if condition is None:
                 with torch.no_grad():
                     condition = conditioner(inputs)
+                check_finite(condition.embeds, f"conditioner '{conditioner.name}'", module=conditioner,
+                             dtype=conditioner.dtype)
+            else:
+                check_finite(condition.embeds, "caller's precomputed condition")
             cond_obj = condition.to(pipe.device, pipe.dtype).repeat_interleave(n)
         else:
             # An optional condition left out: unconditional generation is the null condition.

@@ -72,16 +72,27 @@ class GenerationResult:
         return self.waveforms.float().cpu().numpy()
 
 
-def check_finite(tensor: torch.Tensor, stage: str) -> torch.Tensor:
-    """Stop with a clear message when a stage produced NaN or Inf."""
-    if not torch.isfinite(tensor).all():
-        from mka_core.errors import NumericalError
+def check_finite(tensor: torch.Tensor, stage: str, *, module: torch.nn.Module | None = None,
+                 dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Stop with a clear message when a stage produced NaN or Inf.
 
-        bad = (~torch.isfinite(tensor)).sum().item()
-        raise NumericalError(
-            f"The {stage} produced {bad} NaN/Inf values; if you used float16, retry with --dtype float32 or bfloat16."
-        )
-    return tensor
+    The message names the stage and, only on this failure path, says why when it can tell:
+    ``module``'s own weights hold NaN/Inf (a damaged model file), or the stage ran in float16,
+    whose range ends at 65504 (an overflow; float32 or bfloat16 have the range to spare).
+    """
+    if torch.isfinite(tensor).all():
+        return tensor
+    from mka_core.errors import NumericalError
+
+    bad = int((~torch.isfinite(tensor)).sum().item())
+    damaged = module is not None and any(not torch.isfinite(p).all() for p in module.parameters())
+    if damaged:
+        hint = "its weights contain NaN/Inf values, so the model files are damaged; re-download, re-export or retrain it"
+    elif dtype == torch.float16:
+        hint = "float16 overflowed (its largest value is 65504); retry with --dtype float32 or bfloat16"
+    else:
+        hint = "check the inputs and the model's weights (a model that diverged in training produces this)"
+    raise NumericalError(f"The {stage} produced {bad} NaN/Inf values; {hint}.")
 
 
 class Pipeline:
@@ -197,7 +208,7 @@ class Pipeline:
             z = posterior.mean.float() + posterior.std.float() * noise
         else:
             z = posterior.mean.float()
-        return z * self.vae.scale_factor_value
+        return check_finite(z, "VAE encoder", module=self.vae, dtype=self.dtype) * self.vae.scale_factor_value
 
     #: Samples per VAE-decode / vocoder call. 1 makes every output bit-identical to a single
     #: run of the same seed (Griffin-Lim in particular amplifies batched rounding differences);
@@ -212,7 +223,7 @@ class Pipeline:
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         latents = latents.to(self.device, self.dtype)
         mel = self._in_chunks(lambda z: self.vae.decode_latents(z).float(), latents)
-        return check_finite(mel, "VAE decoder")
+        return check_finite(mel, "VAE decoder", module=self.vae, dtype=self.dtype)
 
     @torch.no_grad()
     def vocode(self, mel: torch.Tensor) -> torch.Tensor:
@@ -221,7 +232,7 @@ class Pipeline:
         if mel.dim() == 4:
             mel = mel.squeeze(1)
         wav = self._in_chunks(self.vocoder, mel)
-        return check_finite(wav, "vocoder")
+        return check_finite(wav, "vocoder", module=self.vocoder, dtype=torch.float32)
 
     def null_condition(self, batch_size: int) -> Condition:
         """The guidance null condition, encoded once per device/dtype and reused."""
@@ -278,7 +289,7 @@ class Pipeline:
             generators=request.generators,
             progress=request.progress,
         )
-        return check_finite(latents.float(), "sampler")
+        return check_finite(latents.float(), "sampler (U-Net)", module=self.unet, dtype=self.dtype)
 
     def _unet_fn(self, extra_channels: torch.Tensor | None) -> Callable[..., torch.Tensor]:
         unet, dtype = self.unet, self.dtype

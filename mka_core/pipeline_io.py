@@ -130,6 +130,14 @@ def load_module(cls: type[torch.nn.Module], directory: Path, *, weights: bool = 
     module = cls(config)
     if weights:
         state = load_safetensors(directory / MODULE_WEIGHTS)
+        own = module.state_dict()
+        wrong = [name for name, tensor in state.items() if name in own and tensor.shape != own[name].shape]
+        if wrong:
+            name = wrong[0]
+            raise WeightsError(
+                f"{directory / MODULE_WEIGHTS} does not match its config: '{name}' has shape {list(state[name].shape)}, "
+                f"the config needs {list(own[name].shape)} ({len(wrong)} tensor(s) differ); re-create the model folder."
+            )
         missing, unexpected = module.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise WeightsError(

@@ -11,6 +11,7 @@ import argparse
 import os
 import signal
 import sys
+import warnings
 from typing import Sequence
 
 from mka_core import __version__
@@ -37,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    # A warning for the user (a prompt truncated to 77 tokens, say) is one line like an error,
+    # not Python's "file:line: UserWarning" followed by a line of mka's source.
+    print(f"mka: warning: {message}", file=file if file is not None else sys.stderr)
+
+
 def _terminate(signum: int, frame: object) -> None:
     # SIGTERM behaves like Ctrl-C so every `finally` and atomic write cleans up.
     raise KeyboardInterrupt
@@ -54,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         pass
     from mka_core.errors import MkaError
 
+    previous_showwarning = warnings.showwarning
+    if not debug:
+        warnings.showwarning = _show_warning
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -80,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:
+        warnings.showwarning = previous_showwarning
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -69,6 +69,21 @@ def resolve_text_weights(weights: str, required: Sequence[str], what: str) -> tu
     )
 
 
+def load_pretrained(loader: Any, source: str, what: str, **kwargs: Any) -> Any:
+    """``loader(source, **kwargs)`` (a transformers ``from_pretrained``), with damaged weight or
+    config files reported as one sentence instead of safetensors' or transformers' own error."""
+    from safetensors import SafetensorError
+
+    try:
+        return loader(source, **kwargs)
+    except (SafetensorError, OSError, ValueError) as exc:
+        detail = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:200]
+        raise WeightsError(
+            f"Could not load the {what} weights from {source} ({detail}); the files may be truncated or corrupt - "
+            "copy or download the model folder again."
+        ) from exc
+
+
 def check_tokenizer(tokenizer: Any, source: str) -> Any:
     if len(tokenizer) < MIN_VOCAB:
         raise WeightsError(

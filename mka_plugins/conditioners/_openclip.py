@@ -148,10 +148,12 @@ def load_local_dir(folder: Path, options: OpenClipOptions, conditioner: str, ext
             f"The weights in {folder} are a {model_cfg['embed_dim']}-d CLIP but model '{options.model}' is "
             f"{expected}-d; set the model option to the architecture those weights belong to."
         )
+    from safetensors import SafetensorError
+
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{folder}")
         tokenizer = open_clip.get_tokenizer(f"local-dir:{folder}")
-    except (RuntimeError, ValueError, KeyError, OSError, TypeError) as exc:
+    except (SafetensorError, RuntimeError, ValueError, KeyError, OSError, TypeError) as exc:
         raise WeightsError(f"Could not load the OpenCLIP weights in {folder} ({exc}); export or download them again.") from exc
     return LoadedClip(model, preprocess, tokenizer, model_cfg, dict(saved.get("preprocess_cfg") or {}), folder, True)
 

@@ -18,6 +18,7 @@ from mka_core import Conditioner, EmbeddingSpace, StrictModel, hookimpl
 from mka_plugins.conditioners._hf_text import (
     MaskedTextEncoder,
     check_tokenizer,
+    load_pretrained,
     minilm_folder,
     require_transformers,
     resolve_text_weights,
@@ -65,7 +66,8 @@ class BertConditioner(MaskedTextEncoder, Conditioner):
         source = str(folder) if folder is not None else weights
         kwargs = {"local_files_only": folder is not None}
         tokenizer = check_tokenizer(transformers.AutoTokenizer.from_pretrained(source, **kwargs), source)
-        self._attach(transformers.BertModel.from_pretrained(source, add_pooling_layer=False, **kwargs), tokenizer, identity)
+        model = load_pretrained(transformers.BertModel.from_pretrained, source, "BERT", add_pooling_layer=False, **kwargs)
+        self._attach(model, tokenizer, identity)
 
     @classmethod
     def build_random(cls, preset: str = "tiny", seed: int = 0, **options: Any) -> "BertConditioner":

@@ -8,7 +8,13 @@ import torch
 from pydantic import Field
 
 from mka_core import Conditioner, StrictModel, hookimpl
-from mka_plugins.conditioners._hf_text import MaskedTextEncoder, check_tokenizer, require_transformers, resolve_text_weights
+from mka_plugins.conditioners._hf_text import (
+    MaskedTextEncoder,
+    check_tokenizer,
+    load_pretrained,
+    require_transformers,
+    resolve_text_weights,
+)
 
 REQUIRED_FILES = ("config.json", "model.safetensors")  # + spiece.model or tokenizer.json, checked on load
 
@@ -36,7 +42,8 @@ class T5Conditioner(MaskedTextEncoder, Conditioner):
             source = str(folder) if folder is not None else self.options.weights
             kwargs = {"local_files_only": folder is not None}
             tokenizer = check_tokenizer(transformers.AutoTokenizer.from_pretrained(source, **kwargs), source)
-            self._attach(transformers.T5EncoderModel.from_pretrained(source, **kwargs), tokenizer, identity)
+            self._attach(load_pretrained(transformers.T5EncoderModel.from_pretrained, source, "T5", **kwargs), tokenizer,
+                         identity)
 
     @classmethod
     def build_random(cls, preset: str = "tiny", seed: int = 0, **options: Any) -> "T5Conditioner":

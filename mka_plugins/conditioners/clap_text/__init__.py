@@ -33,7 +33,14 @@ from torch import nn
 from mka_core import Condition, Conditioner, EmbeddingSpace, StrictModel, hookimpl
 from mka_core.errors import InputError, WeightsError
 from mka_core.weights import load_safetensors, save_safetensors
-from mka_plugins.conditioners._hf_text import check_tokenizer, minilm_folder, require_transformers, resolve_text_weights, warn_if_truncated
+from mka_plugins.conditioners._hf_text import (
+    check_tokenizer,
+    load_pretrained,
+    minilm_folder,
+    require_transformers,
+    resolve_text_weights,
+    warn_if_truncated,
+)
 
 PROJECTION_FILE = "projection.safetensors"
 BASE_DIR = "base"
@@ -136,7 +143,7 @@ class ClapTextConditioner(Conditioner):
         source = str(base_dir) if base_dir is not None else weights
         kwargs = {"local_files_only": base_dir is not None}
         tokenizer = check_tokenizer(transformers.AutoTokenizer.from_pretrained(source, **kwargs), source)
-        base = transformers.BertModel.from_pretrained(source, **kwargs)
+        base = load_pretrained(transformers.BertModel.from_pretrained, source, "BERT", **kwargs)
         self._attach(base, tokenizer)
         if (folder / PROJECTION_FILE).is_file():
             self.projection.load_state_dict(load_safetensors(folder / PROJECTION_FILE))
