@@ -28,15 +28,27 @@ class EmbeddingCache:
     def _path(self, key: str) -> Path:
         return self.directory / key[:2] / f"{key}.safetensors"
 
-    def get(self, key: str) -> Condition | None:
+    def get(self, key: str, dim: int | None = None) -> Condition | None:
+        """The cached condition of ``key``, or None when there is none or the entry cannot be trusted.
+
+        An entry is used only if it is what :meth:`put` writes: float ``embeds [T, D]`` (``D == dim``
+        when given), a bool ``mask [T]``, every value finite. Anything else - a damaged file, one
+        written by another encoder width, NaN - is treated as missing and encoded again.
+        """
         path = self._path(key)
         if not path.is_file():
             return None
         try:
             tensors = load_safetensors(path)
-            return Condition(tensors["embeds"][None], tensors["mask"][None].bool())
-        except (WeightsError, KeyError, ValueError):
+            embeds, mask = tensors["embeds"], tensors["mask"]
+        except (WeightsError, KeyError):
             return None
+        fits = (
+            embeds.dim() == 2 and embeds.is_floating_point() and mask.dim() == 1 and mask.dtype == torch.bool
+            and mask.shape[0] == embeds.shape[0] and (dim is None or embeds.shape[1] == dim)
+            and bool(torch.isfinite(embeds).all())
+        )
+        return Condition(embeds[None], mask[None]) if fits else None
 
     def put(self, key: str, condition: Condition) -> None:
         embeds, mask = condition.embeds[0], condition.mask[0]
@@ -49,10 +61,11 @@ class EmbeddingCache:
 def encode_with_cache(conditioner: Conditioner, inputs: Sequence[Any], cache: EmbeddingCache) -> Condition:
     """The conditions of ``inputs``, encoding only the cache misses (in one batch)."""
     keys = [conditioner.cache_key(item) for item in inputs]
+    dim = conditioner.space.dim
     found: dict[int, Condition] = {}
     missing = []
     for i, key in enumerate(keys):
-        hit = cache.get(key)
+        hit = cache.get(key, dim)
         if hit is None:
             missing.append(i)
         else:
@@ -64,6 +77,6 @@ def encode_with_cache(conditioner: Conditioner, inputs: Sequence[Any], cache: Em
         for row, i in enumerate(missing):
             single = encoded[row]
             cache.put(keys[i], single)
-            found[i] = cache.get(keys[i]) or single
+            found[i] = cache.get(keys[i], dim) or single
     device, dtype = conditioner.device, conditioner.dtype
     return Condition.cat([found[i].to(device, dtype) for i in range(len(inputs))])
