@@ -109,7 +109,7 @@ def render_applause(rng: np.random.Generator, n: int, p: dict) -> np.ndarray:
 def sample_thunder(rng: np.random.Generator) -> dict:
     distance = float(rng.uniform(0.0, 1.0))
     return {
-        "distance": distance, "rumble_hz": float(rng.uniform(70.0, 160.0) * (1.3 - 0.6 * distance)),
+        "distance": distance, "rumble_hz": float(rng.uniform(110.0, 220.0) * (1.2 - 0.5 * distance)),
         "decay_s": float(rng.uniform(1.2, 3.0)), "claps": int(rng.choice([1, 2], p=[0.6, 0.4])),
         "tags": {"distance": "distant" if distance > 0.6 else "close" if distance < 0.3 else "",
                  "intensity": "loud" if distance < 0.3 else ""},

@@ -125,11 +125,12 @@ def render_whistle(rng: np.random.Generator, n: int, p: dict) -> np.ndarray:
 
 def sample_alarm(rng: np.random.Generator) -> dict:
     style = str(rng.choice(["steady", "groups", "two_tone"], p=[0.45, 0.35, 0.2]))
-    freq = float(rng.uniform(700.0, 2600.0))
+    # Up to 2.4 kHz so the square wave keeps its third harmonic: a buzzer, not a whistle.
+    freq = float(rng.uniform(900.0, 2400.0))
     period = float(rng.uniform(0.18, 1.0))
     return {
-        "style": style, "freq_hz": freq, "period_s": period, "duty": float(rng.uniform(0.35, 0.6)),
-        "tags": {"pitch": _level(freq, 700.0, 2600.0, ("low", "mid", "high")),
+        "style": style, "freq_hz": freq, "period_s": period, "duty": float(rng.uniform(0.3, 0.55)),
+        "tags": {"pitch": _level(freq, 900.0, 2400.0, ("low", "mid", "high")),
                  "rate": "fast" if period < 0.35 else "slow" if period > 0.7 else "", "style": style},
     }
 
