@@ -8,6 +8,7 @@ one real LAION-CLAP files take.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import os
@@ -39,6 +40,7 @@ def notes_checkpoint() -> Path:
 
     laion = import_laion()
     folder = Path(tempfile.mkdtemp(prefix="mka-tiny-clap-"))
+    atexit.register(shutil.rmtree, folder, True)  # about 150 MB: never leave it behind
     bpe = tokenizers.ByteLevelBPETokenizer()
     corpus = ["a dog barks twice", "rain falls on a tin roof", "a bell rings", "birds chirp in the morning"] * 5
     bpe.train_from_iterator(corpus, vocab_size=300, min_frequency=1,

@@ -109,6 +109,11 @@ def import_laion() -> SimpleNamespace:
                     raise PluginError(
                         f"The LAION-CLAP backend needs the laion-clap package ({exc}): pip install 'mka[clap]'."
                     ) from exc
+                except Exception as exc:  # e.g. an incompatible numpy inside its dependencies
+                    raise PluginError(
+                        f"The laion-clap package failed to import ({type(exc).__name__}: {exc}); reinstall it with "
+                        "pip install 'mka[clap]' (it needs numpy < 2)."
+                    ) from exc
         return SimpleNamespace(
             factory=importlib.import_module("clap_module.factory"),
             model=importlib.import_module("clap_module.model"),
