@@ -127,8 +127,25 @@ class Pipeline:
         return [self.conditioner, self.vae, self.unet, self.vocoder, self.mel_frontend]
 
     def to(self, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None) -> "Pipeline":
+        """Move to ``device`` and run the U-Net and VAE in ``dtype``.
+
+        ``requested_dtype`` keeps what was asked; ``dtype`` is what runs. They differ for
+        bfloat16 on a CPU without bfloat16 instructions, which runs float32 instead (3-5x
+        faster there, see :mod:`mka_core.models.precision`); ``precision_note`` then says so.
+        """
+        from mka_core.models.precision import compute_dtype
+
         self.device = resolve_device(device) if device is not None else self.device
-        self.dtype = resolve_dtype(dtype) if dtype is not None else self.dtype
+        if dtype is not None or not hasattr(self, "requested_dtype"):
+            self.requested_dtype = resolve_dtype(dtype)
+        self.dtype = compute_dtype(self.device, self.requested_dtype)
+        self.precision_note: str | None = None
+        if self.dtype != self.requested_dtype:
+            self.precision_note = (
+                f"{dtype_name(self.requested_dtype)} was requested, but this CPU has no {dtype_name(self.requested_dtype)} "
+                f"instructions; running {dtype_name(self.dtype)}, which is faster here (MKA_CPU_BF16=1 forces emulation)."
+            )
+        self._compiled_unet = None
         # The U-Net and VAE run in the working dtype; the mel front end, the vocoder and
         # the sampler state stay in float32 where precision matters and costs little.
         self.unet.to(self.device, self.dtype)
@@ -210,6 +227,13 @@ class Pipeline:
             z = posterior.mean.float()
         return check_finite(z, "VAE encoder", module=self.vae, dtype=self.dtype) * self.vae.scale_factor_value
 
+    #: Decode latents wider than this many columns in overlapping time slices (None: never).
+    #: The decoder's attention is global in time, so slices change the result slightly; they
+    #: bound its memory and its quadratic attention cost on long clips. 256 columns = 32.8 s.
+    decode_tile_columns: int | None = 256
+    #: Columns shared by neighbouring slices, cross-faded linearly (16 = 2 s).
+    decode_tile_overlap: int = 16
+
     #: Samples per VAE-decode / vocoder call. 1 makes every output bit-identical to a single
     #: run of the same seed (Griffin-Lim in particular amplifies batched rounding differences);
     #: raise it for throughput on a GPU.
@@ -222,7 +246,9 @@ class Pipeline:
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         latents = latents.to(self.device, self.dtype)
-        mel = self._in_chunks(lambda z: self.vae.decode_latents(z).float(), latents)
+        tile = self.decode_tile_columns
+        overlap = min(self.decode_tile_overlap, tile - 1) if tile else 0
+        mel = self._in_chunks(lambda z: self.vae.decode_latents(z, tile=tile, overlap=overlap).float(), latents)
         return check_finite(mel, "VAE decoder", module=self.vae, dtype=self.dtype)
 
     @torch.no_grad()
@@ -291,19 +317,36 @@ class Pipeline:
         )
         return check_finite(latents.float(), "sampler (U-Net)", module=self.unet, dtype=self.dtype)
 
+    def compile(self, mode: str | None = "auto") -> "Pipeline":
+        """Run the U-Net through ``torch.compile`` from now on (CUDA graphs on a GPU).
+
+        The first sampling run pays the compile (tens of seconds, much less once inductor's
+        on-disk cache under ``$MKA_HOME/cache/inductor`` is warm); every step after that replays
+        the compiled graph. Moving the pipeline (:meth:`to`) drops the compiled U-Net.
+        """
+        from mka_core.models.compiled import compile_unet
+
+        self._compiled_unet = compile_unet(self.unet, mode=mode)
+        return self
+
     def _unet_fn(self, extra_channels: torch.Tensor | None) -> Callable[..., torch.Tensor]:
-        unet, dtype = self.unet, self.dtype
-        takes_context = unet.config.context_dim is not None
+        unet, dtype = self._compiled_unet or self.unet, self.dtype
+        takes_context = self.unet.config.context_dim is not None
+        # The extra input channels are the same at every step: cast and repeat them once per batch size.
+        extras: dict[int, torch.Tensor] = {}
 
         def model(x: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None, context_mask: torch.Tensor | None):
             if not takes_context:  # a context-free U-Net (e.g. the released inpainting model)
                 context = context_mask = None
+            x = x.to(dtype)
             if extra_channels is not None:
-                extra = extra_channels.to(x.device, x.dtype)
-                if extra.shape[0] != x.shape[0]:  # guidance doubles the batch
-                    extra = extra.repeat(x.shape[0] // extra.shape[0], 1, 1, 1)
-                x = torch.cat([x, extra], dim=1)
-            eps = unet(x.to(dtype), t, context=context, context_mask=context_mask)
+                if x.shape[0] not in extras:
+                    extra = extra_channels.to(x.device, dtype)
+                    if extra.shape[0] != x.shape[0]:  # guidance doubles the batch
+                        extra = extra.repeat(x.shape[0] // extra.shape[0], 1, 1, 1)
+                    extras[x.shape[0]] = extra
+                x = torch.cat([x, extras[x.shape[0]]], dim=1)
+            eps = unet(x, t, context=context, context_mask=context_mask)
             return eps.float()
 
         return model
@@ -383,6 +426,7 @@ class Pipeline:
             "device": str(self.device),
             "dtype": dtype_name(self.dtype),
             "origin": self.config.origin,
+            **({"requested_dtype": dtype_name(self.requested_dtype)} if self.requested_dtype != self.dtype else {}),
         }
 
 

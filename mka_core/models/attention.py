@@ -60,7 +60,7 @@ def _identity(t: torch.Tensor) -> tuple[Any, ...]:
     return (version, t.data_ptr(), t.shape, t.dtype, t.device)
 
 
-class _Memo:
+class TensorMemo:
     """The last value derived from a few tensors, recomputed when any of them changes."""
 
     __slots__ = ("refs", "keys", "value")
@@ -70,11 +70,11 @@ class _Memo:
         self.keys: tuple[Any, ...] = ()
         self.value: Any = None
 
-    def __deepcopy__(self, memo: dict) -> "_Memo":
-        return _Memo()  # a copy's tensors are new objects: start empty
+    def __deepcopy__(self, memo: dict) -> "TensorMemo":
+        return TensorMemo()  # a copy's tensors are new objects: start empty
 
     def __reduce__(self) -> tuple:
-        return (_Memo, ())
+        return (TensorMemo, ())
 
     def get(self, tensors: tuple[torch.Tensor, ...], compute: Callable[[], Any]) -> Any:
         if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
@@ -109,8 +109,8 @@ class CrossAttention(nn.Module):
         self.to_k = nn.Linear(context_dim, inner_dim, bias=False)
         self.to_v = nn.Linear(context_dim, inner_dim, bias=False)
         self.to_out = nn.Sequential(nn.Linear(inner_dim, query_dim), nn.Dropout(dropout))
-        self._context_kv = _Memo()
-        self._stacked_qkv = _Memo()
+        self._context_kv = TensorMemo()
+        self._stacked_qkv = TensorMemo()
 
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape

@@ -27,7 +27,7 @@ from torch import nn
 
 from mka_core.config import StrictModel
 from mka_core.errors import InputError
-from mka_core.models.attention import AttentionBlock, SpatialTransformer
+from mka_core.models.attention import AttentionBlock, SpatialTransformer, TensorMemo
 from mka_core.models.unet_blocks import (
     Downsample,
     GroupNorm32,
@@ -224,6 +224,7 @@ class UNet(nn.Module):
         self.out = nn.Sequential(
             GroupNorm32(c.norm_groups, ch), nn.SiLU(), zero_init(nn.Conv2d(ch, c.out_channels, 3, padding=1))
         )
+        self._mask_is_full = TensorMemo()
 
     def _resblock(self, channels: int, out_channels: int, resample: str | None = None) -> ResBlock:
         c = self.config
@@ -299,8 +300,18 @@ class UNet(nn.Module):
         t = self._check_inputs(x, t, context, context_mask)
         if context_mask is not None:
             context_mask = context_mask.to(device=x.device, dtype=torch.bool)
-            if not context_mask.is_meta and bool(context_mask.all()):  # one host sync; enables SDPA's unmasked kernels
+            # One host sync per new mask (not per step); an all-True mask enables SDPA's unmasked kernels.
+            if not context_mask.is_meta and self._mask_is_full.get((context_mask,), lambda: bool(context_mask.all())):
                 context_mask = None
+        return self.forward_unchecked(x, t, context, context_mask)
+
+    def forward_unchecked(
+        self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None, context_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """:meth:`forward` after its checks: ``t`` is ``[B]``, ``context_mask`` bool or None.
+
+        Free of host syncs and data-dependent branches, so ``torch.compile`` captures it whole.
+        """
         weight_dtype = self.time_embed[0].weight.dtype
         emb = self.time_embed(timestep_embedding(t, self.config.model_channels).to(weight_dtype))
         if self.config.global_condition_to_time:
