@@ -173,3 +173,11 @@ def test_every_value_is_overridable_and_the_resolved_recipe_is_printed():
                      "--set", "model.guidance_dropout=0.2")
     assert result.returncode == 0, result.stderr
     assert "lr = 3e-05" in result.stdout and "max_steps = 7" in result.stdout and "guidance_dropout = 0.2" in result.stdout
+
+
+def test_diffusion_trains_with_dynamic_reprogramming(tmp_path, sound_manifest, tiny_model_dir):
+    run = tmp_path / "run"
+    train("diffusion", run, "--data", sound_manifest, "--steps", "2", "--set", f"model.vae={tiny_model_dir}",
+          "--set", "model.reprogram.enabled=true", "--set", "model.reprogram.probabilities=[0.0, 0.0, 1.0]",
+          "--set", "data.crop_frames=32", "--set", "run.batch_size=2", "--set", "model.cache_embeddings=false")
+    assert [m["step"] for m in metrics(run)] == [1, 2]

@@ -52,6 +52,8 @@ class DiffusionModelSection(ConditionerSection):
     cache_embeddings: bool = True
     cache_latents: bool = False
     sample_steps: int = Field(25, ge=1, description="sampler steps for the rendered samples")
+    defaults: dict[str, Any] = Field(default_factory=dict,
+                                     description="generation defaults recorded in the exported model (steps, guidance, duration...)")
     reprogram: ReprogramSection = ReprogramSection()
 
 
@@ -221,6 +223,11 @@ class DiffusionTarget(TrainTarget):
         else:
             config = PipelineConfig(conditioner=self.conditioner.name, space=self.conditioner.space,
                                     vocoder=self.vocoder_name, origin=f"trained:{self.context.run_dir.name}")
+        if self.recipe.model.defaults:
+            from mka_core.pipeline import GenerationDefaults
+
+            merged = {**config.defaults.model_dump(), **self.recipe.model.defaults}
+            config = config.model_copy(update={"defaults": GenerationDefaults.model_validate(merged)})
         config = self.adapt_config(config)
         pipe = Pipeline(config, detached_copy(self.conditioner), detached_copy(self.vae), unet,
                         detached_copy(self.vocoder), device=self.device)
