@@ -30,13 +30,13 @@ pytest.importorskip("laion_clap")
 PROMPTS = ["a dog barks twice", "rain falls on a tin roof", ""]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def notes_checkpoint() -> Path:
     """A random LAION-CLAP checkpoint in the package's layout (shared by this session's tests)."""
-    from mka_plugins.conditioners.clap_text.laion import import_laion
-
     import tokenizers
     import transformers
+
+    from mka_plugins.conditioners.clap_text.laion import import_laion
 
     laion = import_laion()
     folder = Path(tempfile.mkdtemp(prefix="mka-tiny-clap-"))

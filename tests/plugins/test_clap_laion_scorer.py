@@ -17,7 +17,7 @@ from tests.conftest import assert_clean_error, run_cli
 
 pytest.importorskip("laion_clap")
 
-from tests.plugins.test_clap_laion import notes_checkpoint  # noqa: E402  (one tiny CLAP per session)
+from tests.plugins.test_clap_laion import notes_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,9 @@ def test_scorer_embeds_as_the_package_api_does(checkpoint, scorer):
     import laion_clap
     import transformers
 
-    import clap_module.model
+    from mka_plugins.conditioners.clap_text.laion import import_laion
+
+    clap_model_module = import_laion().model  # the package's top-level clap_module.model, the one it builds from
 
     config = transformers.RobertaConfig(**{k: v for k, v in scorer.clap.text_branch.config.to_dict().items()
                                            if k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
@@ -46,7 +48,7 @@ def test_scorer_embeds_as_the_package_api_does(checkpoint, scorer):
         def from_pretrained(*_args, **_kwargs):
             return transformers.RobertaModel(config)
 
-    with mock.patch.object(clap_module.model, "RobertaModel", Stub):
+    with mock.patch.object(clap_model_module, "RobertaModel", Stub):
         module = laion_clap.CLAP_Module(enable_fusion=False, device="cpu")
     raw = torch.load(checkpoint, weights_only=True)["state_dict"]
     module.model.load_state_dict({k[len("module."):]: v for k, v in raw.items() if not k.endswith("position_ids")})
@@ -57,7 +59,7 @@ def test_scorer_embeds_as_the_package_api_does(checkpoint, scorer):
     assert ours.shape == (2, 512) and torch.allclose(ours, theirs, atol=1e-5)
 
     texts = ["a dog barks", "rain on a roof"]
-    tokenize = lambda batch: dict(scorer.tokenizer(batch, padding="max_length", truncation=True, max_length=77,  # noqa: E731
+    tokenize = lambda batch: dict(scorer.tokenizer(batch, padding="max_length", truncation=True, max_length=77,
                                                    return_tensors="pt"))
     theirs_text = torch.from_numpy(module.get_text_embedding(texts, tokenizer=tokenize))
     assert torch.allclose(scorer.embed_text(texts), theirs_text, atol=1e-5)

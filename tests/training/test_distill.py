@@ -15,7 +15,13 @@ from mka_core.errors import InputError, PluginError
 from mka_core.plugins import manager
 from mka_core.plugins.hookspecs import hookimpl
 from tests.conftest import assert_clean_error, run_cli
-from training.data.distill import CaptionExpert, PairScorer, distill, instantiate, registered_experts
+from training.data.distill import (
+    CaptionExpert,
+    PairScorer,
+    distill,
+    instantiate,
+    registered_experts,
+)
 from training.data.manifest import ManifestRow, read_manifest, write_manifest
 
 SR = 16000
@@ -50,7 +56,7 @@ class CorpusRetriever(CaptionExpert):
 
     name = "corpus-retriever"
     kind = "retriever"
-    corpus = [(220.0, "a low hum"), (2000.0, "a whistle blows"), (900.0, "a bell rings")]
+    corpus = ((220.0, "a low hum"), (2000.0, "a whistle blows"), (900.0, "a bell rings"))
 
     def propose(self, audio_batch):
         out = []

@@ -43,7 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mka_core.atomic import atomic_write_text
-    from training.data.distill import DEFAULT_THRESHOLD, apply_decisions, distill_rows, registered_experts
+    from training.data.distill import (
+        DEFAULT_THRESHOLD,
+        apply_decisions,
+        distill_rows,
+        registered_experts,
+    )
     from training.data.manifest import read_manifest, write_manifest
 
     threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold

@@ -12,8 +12,9 @@ subclasses (or instances); ``mka data caption`` asks every registered expert, or
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Literal, Protocol, Sequence
+from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
 import torch

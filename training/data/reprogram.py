@@ -31,9 +31,10 @@ from the run seed and the item's position), so a resumed run sees the same compo
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence, Union
+from typing import Any
 
 import numpy as np
 
@@ -76,7 +77,7 @@ _PLACEHOLDER = re.compile(r"<([a-z0-9]+)>")
 _KNOWN = {"text", "e1", "e2", "v"}
 
 #: A database clip: its audio (1-D, at the training rate) or a function returning it, and its label.
-Clip = tuple[Union[np.ndarray, Callable[[], np.ndarray]], str]
+Clip = tuple[np.ndarray | Callable[[], np.ndarray], str]
 
 
 def template_events(template: str) -> int:

@@ -23,8 +23,9 @@ See :mod:`.laion` for how it is built offline and :mod:`.scorer` for audio-text 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -169,7 +170,7 @@ class ClapTextConditioner(Conditioner):
 
     @classmethod
     def from_reference_tensors(cls, bert: dict[str, torch.Tensor], projection: dict[str, torch.Tensor],
-                               tokenizer_dir: str | Path, bert_config: dict[str, Any], **options: Any) -> "ClapTextConditioner":
+                               tokenizer_dir: str | Path, bert_config: dict[str, Any], **options: Any) -> ClapTextConditioner:
         """The released encoder from checkpoint tensors (``base.*`` / ``projection.*`` with the prefix stripped).
 
         Every tensor must fit: missing or unexpected keys raise (the converter reports them).
@@ -189,7 +190,7 @@ class ClapTextConditioner(Conditioner):
         return conditioner
 
     @classmethod
-    def build_random(cls, preset: str = "tiny", seed: int = 0, **options: Any) -> "ClapTextConditioner":
+    def build_random(cls, preset: str = "tiny", seed: int = 0, **options: Any) -> ClapTextConditioner:
         if preset != "tiny":
             return super().build_random(preset, seed, **options)
         options = {k: v for k, v in options.items() if k != "weights"}

