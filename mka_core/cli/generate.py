@@ -123,6 +123,8 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     task = args.task
     if task is None:
         task = "inpaint" if args.mask is not None else "sdedit" if (args.init or args.strength is not None) else None
+    if args.init is not None and Path(args.init).expanduser().is_dir():
+        raise InputError(f"The init audio {args.init} is a folder; give the path of an audio file inside it.")
     if args.init is not None and not Path(args.init).expanduser().is_file():
         raise InputError(f"The init audio {args.init} does not exist.")
     if args.duration is not None:

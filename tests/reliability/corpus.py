@@ -67,8 +67,8 @@ def nonfinite_wav(path: Path, value: float) -> Path:
 
 
 def many_channels_high_rate_wav(path: Path) -> Path:
-    """8 channels at 192 kHz, 0.5 s (a studio export)."""
-    return write_wav(path, tone(0.5, rate=192_000, channels=8), rate=192_000, subtype="PCM_24")
+    """8 channels at 192 kHz, 0.3 s (a studio export)."""
+    return write_wav(path, tone(0.3, rate=192_000, channels=8), rate=192_000, subtype="PCM_24")
 
 
 def silence_wav(path: Path, seconds: float = 0.5) -> Path:
