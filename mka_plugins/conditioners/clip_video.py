@@ -11,6 +11,7 @@ averaged and the mean is normalised again: one global token ``[B, 1, D]``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
@@ -47,6 +48,10 @@ def import_decord() -> Any:
         import decord
     except ImportError as exc:
         raise PluginError("The clip-video conditioner needs the decord package; install it with pip install 'mka[video]'.") from exc
+    # decord's bundled FFmpeg prints its own log lines ("moov atom not found", ...) on stderr;
+    # mka turns every failure into one sentence of its own, so those stay quiet unless debugging.
+    if os.environ.get("MKA_DEBUG", "0") in ("", "0"):
+        decord.logging.set_level(decord.logging.QUIET)
     return decord
 
 

@@ -82,7 +82,7 @@ def write_video(path: Path, num_frames: int, width: int = 64, height: int = 48) 
     """An H.264 mp4 whose frame k is grey level 16 k."""
     import av
 
-    with av.open(str(path), "w") as container:
+    with av.open(str(path), "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=10)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for k in range(num_frames):
@@ -120,16 +120,24 @@ def corrupt_mp4(path: Path) -> Path:
 # -- images ---------------------------------------------------------------------------------
 
 
-def zero_size_png(path: Path) -> Path:
-    """A PNG whose IHDR says 0 x 0 pixels (Pillow refuses to write one, so it is built by hand)."""
+def png_claiming(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header claims ``width`` x ``height`` RGB pixels but holds no pixel data.
+
+    Built by hand: Pillow will not write a 0 x 0 image, and a header is all a decompression-bomb
+    check may look at.
+    """
     import zlib
 
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
 
-    header = struct.pack(">IIBBBBB", 0, 0, 8, 2, 0, 0, 0)
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
     return path
+
+
+def zero_size_png(path: Path) -> Path:
+    return png_claiming(path, 0, 0)
 
 
 def large_png(path: Path, megapixels: float = 50.0) -> Path:
@@ -140,6 +148,13 @@ def large_png(path: Path, megapixels: float = 50.0) -> Path:
     image = Image.new("RGB", (side, side), (30, 90, 200))
     image.paste((250, 200, 20), (0, 0, side // 2, side))
     image.save(path, compress_level=1)
+    return path
+
+
+def truncated_png(path: Path) -> Path:
+    """The first 60 bytes of a real PNG: its header, then nothing."""
+    data = small_png(path.with_name("whole-" + path.name)).read_bytes()
+    path.write_bytes(data[:60])
     return path
 
 
