@@ -93,12 +93,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def read_prompts(path: str) -> list[str]:
     """One input per line; an empty line or a file that is not UTF-8 is an error."""
     file = Path(path).expanduser()
+    if file.is_dir():
+        raise InputError(f"The prompt file {file} is a folder; give a text file with one input per line.")
     if not file.is_file():
         raise InputError(f"The prompt file {file} does not exist.")
+    data = file.read_bytes()
     try:
-        text = file.read_bytes().decode("utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise InputError(f"The prompt file {file} is not UTF-8 text (bad byte at offset {exc.start}).") from exc
+        # utf-8-sig counts offsets after a byte-order mark it removed.
+        start = exc.start + (3 if data.startswith(b"\xef\xbb\xbf") else 0)
+        line = data[:start].count(b"\n") + 1
+        raise InputError(
+            f"Line {line} of the prompt file {file} is not UTF-8 text (byte 0x{data[start]:02x} at offset {start}); "
+            "save the file as UTF-8."
+        ) from exc
     lines = text.splitlines()
     for number, line in enumerate(lines, start=1):
         if not line.strip():
