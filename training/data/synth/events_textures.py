@@ -4,8 +4,8 @@ Same contract as :mod:`training.data.synth.events_tonal`. Signatures: rain is a 
 hiss (most energy from 2 kHz up) sprinkled with tiny droplet clicks; wind is dark low-passed
 noise that swells and fades in slow gusts, sometimes with a faint howl; applause is a dense
 crackle of mid-band hand claps under a rise-and-fall crowd envelope; thunder is a deep rumble
-below a few hundred hertz that starts suddenly (with a bright crack when close) and rolls off
-over seconds.
+below a few hundred hertz that starts suddenly (a bright crack when close, a muffled boom when
+far) and rolls off over seconds.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from training.data.synth.dsp import (
-    SAMPLE_RATE, bandpass, decay, fade, highpass, lowpass, normalise, overlap_add, shaped_noise, slow_curve, white,
+    SAMPLE_RATE, bandpass, decay, fade, highpass, lead_in, lowpass, normalise, overlap_add, shaped_noise, slow_curve,
+    white,
 )
 
 
@@ -48,7 +49,7 @@ def render_rain(rng: np.random.Generator, n: int, p: dict) -> np.ndarray:
 def sample_wind(rng: np.random.Generator) -> dict:
     strength = float(rng.uniform(0.0, 1.0))
     return {
-        "strength": strength, "cutoff_hz": float(450.0 + 700.0 * strength * rng.uniform(0.7, 1.0)),
+        "strength": strength, "cutoff_hz": float(600.0 + 800.0 * strength * rng.uniform(0.7, 1.0)),
         "gust_rate": float(rng.uniform(0.35, 0.9)), "howl": float(rng.uniform(0.0, 0.35)) if strength > 0.5 else 0.0,
         "howl_hz": float(rng.uniform(350.0, 800.0)),
         "tags": {"strength": "strong" if strength > 0.66 else "gentle" if strength < 0.33 else "",
@@ -118,7 +119,7 @@ def sample_thunder(rng: np.random.Generator) -> dict:
 
 def render_thunder(rng: np.random.Generator, n: int, p: dict) -> np.ndarray:
     seconds = n / SAMPLE_RATE
-    first = rng.uniform(0.05, min(1.2, 0.3 * seconds))
+    first = lead_in(rng, n, 0.05, min(1.2, 0.3 * seconds))
     onsets = [first]
     if p["claps"] == 2 and seconds - first > 4.0:
         onsets.append(rng.uniform(first + 2.5, seconds - 1.5))
@@ -135,9 +136,9 @@ def render_thunder(rng: np.random.Generator, n: int, p: dict) -> np.ndarray:
         # Rolling: the rumble flutters as echoes from near and far clouds arrive.
         rolls = rolls * (0.35 + 0.65 * slow_curve(rng, remaining, 6.0) ** 2)
         envelope[start:] += rolls * (1.0 if k == 0 else rng.uniform(0.5, 0.9))
-        if p["distance"] < 0.6:
-            length = min(remaining, int(0.35 * SAMPLE_RATE))
-            burst = white(rng, length) * decay(length, 0.06, 0.002) * (1.0 - p["distance"])
-            crack[start:start + length] += burst
-    out = envelope * rumble + 1.5 * lowpass(crack, 4000.0, order=1)
+        # Every clap starts with a burst: a bright crack when close, a muffled boom far away.
+        length = min(remaining, int(0.35 * SAMPLE_RATE))
+        crack[start:start + length] += white(rng, length) * decay(length, 0.06 + 0.1 * p["distance"], 0.002)
+    gain = 1.5 * (1.0 - 0.5 * p["distance"])
+    out = envelope * rumble + gain * lowpass(crack, 4000.0 - 3100.0 * p["distance"], order=2)
     return out.astype(np.float32)

@@ -49,7 +49,7 @@ def _starts(rng: np.random.Generator, n: int, first: tuple[float, float], gap: t
 def sample_siren(rng: np.random.Generator) -> dict:
     style = str(rng.choice(["wail", "yelp", "hilo"], p=[0.45, 0.25, 0.3]))
     base = float(rng.uniform(450.0, 1000.0))
-    period = {"wail": rng.uniform(1.8, 4.5), "yelp": rng.uniform(0.18, 0.4), "hilo": rng.uniform(0.8, 2.0)}[style]
+    period = {"wail": rng.uniform(1.8, 4.5), "yelp": rng.uniform(0.25, 0.5), "hilo": rng.uniform(0.8, 2.0)}[style]
     return {
         "style": style, "base_hz": base, "ratio": float(rng.uniform(1.35, 1.9)), "period_s": float(period),
         "brightness": float(rng.uniform(0.35, 0.8)),
@@ -63,9 +63,8 @@ def render_siren(rng: np.random.Generator, n: int, p: dict) -> np.ndarray:
     if p["style"] == "hilo":
         # Two alternating tones with a short glide between them.
         shape = np.clip((np.abs(cycle - 0.5) * 2.0 - 0.47) * 16.0 + 0.5, 0.0, 1.0)
-    elif p["style"] == "yelp":
-        shape = cycle  # fast rising sawtooth sweep
     else:
+        # Wail and yelp are the same smooth up-and-down sweep, slow or fast; no jumps, so no clicks.
         shape = 0.5 - 0.5 * np.cos(2.0 * np.pi * cycle)
     freq = p["base_hz"] * (1.0 + (p["ratio"] - 1.0) * shape)
     amps = [p["brightness"] ** k for k in range(6)]
