@@ -67,7 +67,7 @@ def mask_from_input(
     elif isinstance(mask, np.ndarray):
         grid = _from_array(mask, geometry, "The mask array")
     elif isinstance(mask, Path) or (isinstance(mask, str) and _looks_like_file(mask)):
-        grid = _from_file(Path(mask).expanduser(), geometry)
+        grid = _from_file(_expanded(mask), geometry)
     elif isinstance(mask, str):
         grid = _from_ranges(mask, geometry)
     else:
@@ -129,10 +129,18 @@ def mel_bin_centres(n_mels: int, sample_rate: int, fmin: float = 0.0, fmax: floa
 # -- ranges and boxes ---------------------------------------------------------------------------
 
 
+def _shown(text: str, limit: int = 60) -> str:
+    """The user's text as an error message quotes it: on one line (control characters escaped)
+    and at most ``limit`` characters, so the message stays one readable sentence."""
+    if not text.isprintable():
+        text = text.encode("unicode_escape").decode("ascii")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _from_ranges(spec: str, geo: _Geometry) -> np.ndarray:
     items = [item.strip() for item in spec.split(",")]
     if not spec.strip() or any(not item for item in items):
-        raise InputError(f"The mask '{spec}' has an empty range; write {RANGE_SYNTAX}, separated by commas.")
+        raise InputError(f"The mask '{_shown(spec)}' has an empty range; write {RANGE_SYNTAX}, separated by commas.")
     grid = np.zeros((geo.n_mels, geo.frames), dtype=np.float32)
     for item in items:
         time_part, _, freq_part = item.partition("@")
@@ -146,13 +154,13 @@ def _from_ranges(spec: str, geo: _Geometry) -> np.ndarray:
 def _parse_time_range(text: str, item: str, geo: _Geometry) -> tuple[float, float]:
     match = _TIME_RANGE.match(text)
     if not match:
-        raise InputError(f"The mask range '{item}' is malformed; write {RANGE_SYNTAX}.")
+        raise InputError(f"The mask range '{_shown(item)}' is malformed; write {RANGE_SYNTAX}.")
     start, end = float(match.group(1)), float(match.group(2))
     if start >= end:
-        raise InputError(f"The mask range '{item}' is empty: its start ({start:g} s) must come before its end ({end:g} s).")
+        raise InputError(f"The mask range '{_shown(item)}' is empty: its start ({start:g} s) must come before its end ({end:g} s).")
     if int(round(end * geo.sample_rate)) > geo.num_samples:
         raise InputError(
-            f"The mask range '{item}' ends at {end:g} s, after the end of the audio ({geo.duration:.3f} s long)."
+            f"The mask range '{_shown(item)}' ends at {end:g} s, after the end of the audio ({geo.duration:.3f} s long)."
         )
     return start, end
 
@@ -160,27 +168,35 @@ def _parse_time_range(text: str, item: str, geo: _Geometry) -> tuple[float, floa
 def _parse_freq_range(text: str, item: str, geo: _Geometry) -> np.ndarray:
     match = _FREQ_RANGE.match(text)
     if not match:
-        raise InputError(f"The frequency part of the mask box '{item}' is malformed; write {RANGE_SYNTAX}.")
+        raise InputError(f"The frequency part of the mask box '{_shown(item)}' is malformed; write {RANGE_SYNTAX}.")
     low = float(match.group(1)) * (1000.0 if match.group(2) else 1.0)
     high = float(match.group(3)) * (1000.0 if match.group(4) else 1.0)
     if low >= high:
-        raise InputError(f"The mask box '{item}' has an empty frequency range: {low:g} Hz must be below {high:g} Hz.")
+        raise InputError(f"The mask box '{_shown(item)}' has an empty frequency range: {low:g} Hz must be below {high:g} Hz.")
     if high > geo.fmax + 1e-6:
         raise InputError(
-            f"The mask box '{item}' reaches {high:g} Hz, above the mel spectrogram's top frequency ({geo.fmax:g} Hz)."
+            f"The mask box '{_shown(item)}' reaches {high:g} Hz, above the mel spectrogram's top frequency ({geo.fmax:g} Hz)."
         )
     centres = geo.bin_centres()
     rows = (centres >= low) & (centres <= high)
     if not rows.any():
-        raise InputError(f"The mask box '{item}' contains no mel bin centre between {low:g} and {high:g} Hz; widen it.")
+        raise InputError(f"The mask box '{_shown(item)}' contains no mel bin centre between {low:g} and {high:g} Hz; widen it.")
     return rows
 
 
 # -- files and arrays ---------------------------------------------------------------------------
 
 
+def _expanded(text: str | Path) -> Path:
+    """``~`` expanded like a shell does; a ``~name`` of no known user is left as it is."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:  # pathlib cannot find that user's home
+        return Path(text)
+
+
 def _looks_like_file(text: str) -> bool:
-    return text.lower().endswith(_FILE_SUFFIXES) or ("/" in text and Path(text).expanduser().is_file())
+    return text.lower().endswith(_FILE_SUFFIXES) or ("/" in text and _expanded(text).is_file())
 
 
 def _from_file(path: Path, geo: _Geometry) -> np.ndarray:
