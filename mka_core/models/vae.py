@@ -8,7 +8,7 @@ at the top level of the Lightning checkpoint instead. Latents seen by the diffus
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Literal, Sequence
 
 import torch
 from pydantic import Field, model_validator
@@ -179,10 +179,21 @@ class AutoencoderKL(nn.Module):
             raise InputError(f"The VAE decoder expects latents [B, {self.config.embed_dim}, h, w], got {list(z.shape)}.")
 
     # -- encode / decode ---------------------------------------------------------------------
+    #: Runtime layout of the feature maps (not part of the config): ``"auto"`` = channels-last on
+    #: CPU and CUDA, where the convolutions and GroupNorms take it without reordering and the
+    #: attention tokens are views of it; ``"contiguous"`` = NCHW. Outputs are NCHW either way.
+    memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
+
+    def _run(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        fmt = self.memory_format
+        if fmt == "channels_last" or (fmt == "auto" and x.device.type in ("cpu", "cuda")):
+            x = x.contiguous(memory_format=torch.channels_last)
+        return net(x).contiguous()
+
     def encode(self, mel: torch.Tensor) -> DiagonalGaussian:
         """Mel ``[B, 1, H, T]`` -> posterior over unscaled latents ``[B, embed_dim, H/8, T/8]``."""
         self._check_mel(mel)
-        return DiagonalGaussian(self.quant_conv(self.encoder(mel)))
+        return DiagonalGaussian(self.quant_conv(self._run(self.encoder, mel)))
 
     def decode(self, z: torch.Tensor, tile: int | None = None, overlap: int = 8) -> torch.Tensor:
         """Unscaled latents ``[B, embed_dim, h, w]`` -> mel ``[B, out_channels, 8h, 8w]``.
@@ -194,7 +205,7 @@ class AutoencoderKL(nn.Module):
         """
         self._check_latent(z)
         if tile is None or z.shape[-1] <= tile:
-            return self.decoder(self.post_quant_conv(z))
+            return self._run(self.decoder, self.post_quant_conv(z))
         return self._decode_tiled(z, tile, overlap)
 
     def _decode_tiled(self, z: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
@@ -205,7 +216,7 @@ class AutoencoderKL(nn.Module):
         out: torch.Tensor | None = None
         total = torch.zeros(width * f, device=z.device, dtype=torch.float32)
         for start in starts:
-            piece = self.decoder(self.post_quant_conv(z[..., start : start + tile])).float()
+            piece = self._run(self.decoder, self.post_quant_conv(z[..., start : start + tile])).float()
             weight = torch.ones(tile * f, device=z.device)
             ramp = torch.linspace(0.0, 1.0, overlap * f + 2, device=z.device)[1:-1]
             if start > 0 and overlap:
