@@ -114,6 +114,13 @@ def overlap_add(n: int, starts: np.ndarray, grains: np.ndarray) -> np.ndarray:
         return out
     grains = np.atleast_2d(grains)
     length = grains.shape[1]
+    if len(starts) <= 256:
+        # Few grains: slice additions beat building an index array of every sample.
+        for start, grain in zip(np.asarray(starts, dtype=np.int64), grains):
+            lo, hi = max(0, int(start)), min(n, int(start) + length)
+            if hi > lo:
+                out[lo:hi] += grain[lo - start:hi - start]
+        return out
     index = np.asarray(starts, dtype=np.int64)[:, None] + np.arange(length, dtype=np.int64)[None, :]
     keep = (index >= 0) & (index < n)
     summed = np.bincount(index[keep], weights=grains[keep], minlength=n)
@@ -192,7 +199,8 @@ def active_level(x: np.ndarray, frame: int = 800) -> float:
     usable = len(x) // frame * frame
     if usable == 0:
         return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if len(x) else 0.0
-    power = np.mean(np.square(x[:usable].reshape(-1, frame), dtype=np.float64), axis=1)
+    frames = x[:usable].reshape(-1, frame).astype(np.float32, copy=False)
+    power = np.einsum("ij,ij->i", frames, frames, dtype=np.float64) / frame
     top = max(1, power.size // 10)
     return float(np.sqrt(np.mean(np.partition(power, power.size - top)[-top:])))
 

@@ -208,15 +208,16 @@ def sample_bell(rng: np.random.Generator) -> dict:
 
 def render_bell(rng: np.random.Generator, n: int, p: dict) -> np.ndarray:
     starts = _starts(rng, n, (0.05, 0.4), (p["interval_s"], p["interval_s"]), jitter=0.08)
-    length = min(n, int(4.0 * p["decay_s"] * SAMPLE_RATE))
+    length = min(n, int(3.0 * p["decay_s"] * SAMPLE_RATE))
     t = np.arange(length, dtype=np.float32) / SAMPLE_RATE
     freqs = p["nominal_hz"] * BELL_PARTIALS ** p["stretch"]
     keep = freqs < 7600.0
     # Higher partials die away faster; the hum lingers longest.
     taus = p["decay_s"] / (0.4 + BELL_PARTIALS[keep])
     partials = np.sin(np.float32(2 * np.pi) * freqs[keep, None].astype(np.float32) * t[None, :])
-    strike = (BELL_WEIGHTS[keep, None] * decay(length, taus) * partials).sum(axis=0)
+    strike = (BELL_WEIGHTS[keep, None].astype(np.float32) * decay(length, taus) * partials).sum(axis=0)
     strike[: int(0.002 * SAMPLE_RATE)] *= np.linspace(0, 1, int(0.002 * SAMPLE_RATE), dtype=np.float32)
+    strike = fade(strike.astype(np.float32), 0.0, 0.6 * p["decay_s"])  # the cut-off tail dies away, no click
     gains = rng.uniform(0.75, 1.0, len(starts)).astype(np.float32)
     return overlap_add(n, starts, gains[:, None] * strike[None, :].astype(np.float32))
 
