@@ -131,8 +131,9 @@ VOCAB: dict[str, dict] = {
         "no_loudness": True,
     },
     "whistle": {
-        "np": ["someone whistling", "{A} whistle", "{A} person whistling", "{J} whistling", "{A} whistled tune"],
-        "clause": ["someone whistles", "{A} man whistles", "a person whistles {ADV}", "{A} woman whistles"],
+        "np": ["someone whistling", "{A} whistle", "a person whistling {ADV}", "{J} whistling", "{A} whistled tune"],
+        "clause": ["someone whistles", "a man whistles {ADV}", "a person whistles {ADV}", "a woman whistles",
+                   "{A} whistle sounds"],
         "adjectives": {"pitch": PITCH},
         "adverbs": {"style": {"tune": ["a cheerful tune", "a melody", "a little tune"]}},
         "special": {("style", "tune"): ["someone whistling a tune", "a person whistling a melody"],
