@@ -13,7 +13,14 @@ import soundfile as sf
 from mka_core.errors import InputError
 from tests.conftest import assert_clean_error, run_cli
 from training.data.manifest import COLUMNS, read_manifest
-from training.data.synth import CLASSES, ClipSpec, generate_corpus, make_caption, plan_corpus, render_clip
+from training.data.synth import (
+    CLASSES,
+    ClipSpec,
+    generate_corpus,
+    make_caption,
+    plan_corpus,
+    render_clip,
+)
 from training.data.synth.captions import FRAMES, compose_caption
 from training.data.synth.dsp import active_level
 from training.data.synth.scenes import MODES, sample_scene, streams

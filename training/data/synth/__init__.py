@@ -11,10 +11,22 @@ in varied natural language. See docs/corpus.md.
 """
 
 from training.data.synth.captions import compose_caption
-from training.data.synth.corpus import SYNTH_VERSION, CorpusResult, generate_corpus, plan_corpus, split_counts
+from training.data.synth.corpus import (
+    SYNTH_VERSION,
+    CorpusResult,
+    generate_corpus,
+    plan_corpus,
+    split_counts,
+)
 from training.data.synth.dsp import SAMPLE_RATE
 from training.data.synth.events import CLASSES, EVENT_CLASSES, event_class
-from training.data.synth.scenes import MODES, ClipSpec, render_clip, sample_scene, streams
+from training.data.synth.scenes import (
+    MODES,
+    ClipSpec,
+    render_clip,
+    sample_scene,
+    streams,
+)
 
 
 def make_caption(spec, seed: int, split: str = "train") -> str:

@@ -19,7 +19,12 @@ import re
 import numpy as np
 
 from mka_core.errors import InputError
-from training.data.synth.captions_vocab import LOUDNESS, NOISE_ENDINGS, ROOM_ENDINGS, VOCAB
+from training.data.synth.captions_vocab import (
+    LOUDNESS,
+    NOISE_ENDINGS,
+    ROOM_ENDINGS,
+    VOCAB,
+)
 
 FRAMES: dict[str, dict[str, list[str]]] = {
     "single": {

@@ -17,10 +17,10 @@ import json
 import math
 import os
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -30,7 +30,14 @@ from training.data.manifest import ManifestRow, write_manifest
 from training.data.synth.captions import compose_caption
 from training.data.synth.dsp import SAMPLE_RATE
 from training.data.synth.events import CLASSES, event_class
-from training.data.synth.scenes import MAX_SECONDS, MIN_SECONDS, ClipSpec, render_scene, sample_scene, streams
+from training.data.synth.scenes import (
+    MAX_SECONDS,
+    MIN_SECONDS,
+    ClipSpec,
+    render_scene,
+    sample_scene,
+    streams,
+)
 
 #: Bumped whenever the same settings would give different audio or captions.
 SYNTH_VERSION = 1
@@ -71,8 +78,8 @@ class CorpusResult:
 
 def split_counts(n: int, holdout_fraction: float, valid_fraction: float) -> dict[str, int]:
     """Clips per split; a non-zero fraction gets at least one clip once there are three or more."""
-    heldout = int(round(n * holdout_fraction))
-    valid = int(round(n * valid_fraction))
+    heldout = round(n * holdout_fraction)
+    valid = round(n * valid_fraction)
     if holdout_fraction > 0 and heldout == 0 and n >= 3:
         heldout = 1
     if valid_fraction > 0 and valid == 0 and n >= 3:
@@ -197,7 +204,12 @@ def _progress(batches: Iterable[list[ManifestRow]], total: int, enabled: bool) -
         yield from batches
         return
     from rich.progress import (
-        BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
     )
 
     columns = (TextColumn("[bold]synth"), BarColumn(), MofNCompleteColumn(), TextColumn("clips"),

@@ -50,8 +50,7 @@ def highpass(x: np.ndarray, cutoff: float, order: int = 2) -> np.ndarray:
 
 def bandpass(x: np.ndarray, low: float, high: float, order: int = 2) -> np.ndarray:
     low, high = _hz(low), _hz(high)
-    if high <= low + 10:
-        high = low + 10
+    high = max(low + 10, high)
     return sosfilt(_sos("bandpass", low, high, order), x).astype(np.float32, copy=False)
 
 

@@ -7,8 +7,8 @@ the corpus format: adding a class appends to it and bumps ``SYNTH_VERSION``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

@@ -11,7 +11,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.data.synth.dsp import SAMPLE_RATE, bandpass, decay, highpass, lead_in, lowpass, overlap_add, white
+from training.data.synth.dsp import (
+    SAMPLE_RATE,
+    bandpass,
+    decay,
+    highpass,
+    lead_in,
+    lowpass,
+    overlap_add,
+    white,
+)
 from training.data.synth.events_tonal import _level
 
 
@@ -74,7 +83,6 @@ def render_footsteps(rng: np.random.Generator, n: int, p: dict) -> np.ndarray:
     onsets = onsets + rng.normal(0.0, 0.012, onsets.size)
     count = len(onsets)
     length = int(0.16 * SAMPLE_RATE)
-    t = np.arange(length, dtype=np.float32) / SAMPLE_RATE
     # Heel: a damped low thump; toe/scuff: a later, brighter burst of noise.
     thump_hz = (90.0 + 60.0 * (1.0 - p["weight"])) * rng.uniform(0.85, 1.15, count)
     thump = _modes(length, np.stack([thump_hz, thump_hz * 2.3], 1), np.full((count, 2), 0.018),

@@ -13,10 +13,19 @@ from __future__ import annotations
 import numpy as np
 
 from training.data.synth.dsp import (
-    SAMPLE_RATE, bandpass, decay, fade, highpass, lead_in, lowpass, normalise, overlap_add, shaped_noise, slow_curve,
+    SAMPLE_RATE,
+    bandpass,
+    decay,
+    fade,
+    highpass,
+    lead_in,
+    lowpass,
+    normalise,
+    overlap_add,
+    shaped_noise,
+    slow_curve,
     white,
 )
-
 
 # --- rain --------------------------------------------------------------------------------------
 

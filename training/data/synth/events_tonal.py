@@ -19,8 +19,19 @@ from __future__ import annotations
 import numpy as np
 
 from training.data.synth.dsp import (
-    SAMPLE_RATE, bandpass, decay, fade, gate, harmonic_tone, highpass, lead_in, lowpass, moving_average,
-    overlap_add, slow_curve, white,
+    SAMPLE_RATE,
+    bandpass,
+    decay,
+    fade,
+    gate,
+    harmonic_tone,
+    highpass,
+    lead_in,
+    lowpass,
+    moving_average,
+    overlap_add,
+    slow_curve,
+    white,
 )
 
 

@@ -25,7 +25,16 @@ import scipy.fft
 
 from mka_core.errors import InputError
 from training.data.synth.dsp import (
-    SAMPLE_RATE, active_level, colour_gain, db, decay, fade, lowpass, noise_spectrum, shaped_noise, white,
+    SAMPLE_RATE,
+    active_level,
+    colour_gain,
+    db,
+    decay,
+    fade,
+    lowpass,
+    noise_spectrum,
+    shaped_noise,
+    white,
 )
 from training.data.synth.events import CLASSES, event_class
 
@@ -57,10 +66,10 @@ class ClipSpec:
 
     @property
     def samples(self) -> int:
-        return int(round(float(self.duration) * SAMPLE_RATE))
+        return round(float(self.duration) * SAMPLE_RATE)
 
     @classmethod
-    def coerce(cls, spec: "ClipSpec | str | dict | list | tuple") -> "ClipSpec":
+    def coerce(cls, spec: ClipSpec | str | dict | list | tuple) -> ClipSpec:
         """Accept a ClipSpec, a class name (``"bell"``), a labels string (``"bell;rain"``), a list
         of names, or a dict with ``classes`` (or ``class``/``labels``), ``mode`` and ``duration``.
         Two classes without a mode play at once (``while``)."""
@@ -204,7 +213,7 @@ def render_scene(scene: Scene, rng: np.random.Generator) -> np.ndarray:
     return mix.astype(np.float32)
 
 
-def render_clip(spec: "ClipSpec | str | dict | list | tuple", seed: int) -> np.ndarray:
+def render_clip(spec: ClipSpec | str | dict | list | tuple, seed: int) -> np.ndarray:
     """The waveform (float32, mono, 16 kHz, in [-1, 1]) of ``spec`` drawn with ``seed``.
 
     ``spec`` may be a class name (``"bell"``: a single 8 s clip), a list of names, a dict
@@ -216,4 +225,4 @@ def render_clip(spec: "ClipSpec | str | dict | list | tuple", seed: int) -> np.n
     return render_scene(sample_scene(spec, scene_rng), audio_rng)
 
 
-__all__ = ["CLASSES", "ClipSpec", "MODES", "Scene", "render_clip", "render_scene", "sample_scene", "streams"]
+__all__ = ["CLASSES", "MODES", "ClipSpec", "Scene", "render_clip", "render_scene", "sample_scene", "streams"]
