@@ -90,3 +90,50 @@ def write_malicious_checkpoint(path: Path, marker: Path, *, legacy: bool = False
     torch.save(payload, path, _use_new_zipfile_serialization=not legacy)
     assert not marker.exists()
     return path
+
+
+# -- real child processes caught at a chosen point (see interrupt_harness.py) ----------------------------------
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def start_cli(*args, pause_at: str | None = None, call: int = 1, go_file: Path | None = None,
+              tiny_conversion: bool = False):
+    """Start ``mka ARGS`` in a child process (stdout/stderr piped, text)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if pause_at:
+        env.update(RELIABILITY_PAUSE_AT=pause_at, RELIABILITY_PAUSE_CALL=str(call))
+    if go_file is not None:
+        env["RELIABILITY_GO_FILE"] = str(go_file)
+    if tiny_conversion:
+        env["RELIABILITY_TINY_CONVERSION"] = "1"
+    return subprocess.Popen([sys.executable, "-m", "tests.reliability.interrupt_harness", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO_ROOT)
+
+
+def wait_until_paused(proc, timeout: float = 240.0) -> None:
+    """Block until the child printed PAUSED (it is then inside the paused function)."""
+    import select
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+        if ready:
+            line = proc.stdout.readline()
+            if line.strip() == "PAUSED":
+                return
+            if line == "" and proc.poll() is not None:
+                break
+    proc.kill()
+    _, err = proc.communicate()
+    raise AssertionError(f"the child never reached its pause point (exit {proc.returncode}): {err[-2000:]}")
+
+
+def finish(proc, timeout: float = 120.0) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
