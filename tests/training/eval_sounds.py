@@ -17,7 +17,7 @@ def make_clip(kind: str, seconds: float, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * SR)) / SR
     if kind == "tone":
-        freq = rng.uniform(300.0, 3000.0)
+        freq = rng.uniform(400.0, 1600.0)
         wave = rng.uniform(0.2, 0.5) * np.sin(2 * np.pi * freq * t + rng.uniform(0, 6.28))
     else:
         wave = rng.uniform(0.05, 0.3) * rng.standard_normal(t.size)

@@ -70,7 +70,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=30, help="passes over the training clips (default 30)")
     parser.add_argument("--preset", default="base", help="architecture: base or tiny (default base)")
     parser.add_argument("--batch-size", dest="train_batch_size", type=int, default=32, help="clips per step (default 32)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of the one-cycle schedule (default 1e-3)")
+    parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the one-cycle schedule (default 2e-3)")
     parser.add_argument("--crop-seconds", type=float, default=5.0, help="random training crop length (default 5)")
     parser.add_argument("--gain-db", type=float, default=6.0, help="random gain of up to ± this many dB (default 6)")
     parser.add_argument("--seed", dest="train_seed", type=int, default=0, help="seed of the initial weights and crops (default 0)")
@@ -184,7 +184,7 @@ def run_eval(args: argparse.Namespace) -> int:
     report = build_report(
         mode="generate" if generated is None else "generated", manifest=str(Path(args.manifest).resolve()),
         model=str(model_dir) if model_dir else None, generated=str(args.generated) if args.generated else None,
-        classifier=classifier.describe(), clap={"available": clap.scorer is not None, "source": clap.source,
+        classifier={**classifier.describe(), "source": str(args.classifier)}, clap={"available": clap.scorer is not None, "source": clap.source,
                                                 "reason": clap.reason},
         settings=settings, scores=board.metrics(), items=board.items, unmatched=unmatched,
     )

@@ -67,10 +67,14 @@ class MelCnnConfig(StrictModel):
     """The built-in classifier's architecture and the front end it listens through."""
 
     classes: list[str] = Field(default_factory=list, description="Class names, in output order.")
-    channels: list[int] = Field([32, 64, 128, 256], min_length=1, description="Channels of each conv block (each halves time and frequency).")
-    embed_dim: int = Field(256, gt=0, description="Width of the embedding layer the Fréchet distance uses.")
+    channels: list[int] = Field([16, 32, 64, 128], min_length=1, description="Channels of each conv block (each halves time and frequency).")
+    embed_dim: int = Field(128, gt=0, description="Width of the embedding layer the Fréchet distance uses.")
     dropout: float = Field(0.2, ge=0, lt=1, description="Dropout before the embedding and the output layers (training only).")
-    multi_label: bool = Field(True, description="Sigmoid outputs trained with binary cross-entropy (clips may carry several labels).")
+    multi_label: bool = Field(
+        False,
+        description="False: one softmax over the classes, trained with cross-entropy against the clip's labels spread "
+        "evenly (learns far faster than per-class sigmoids on small data). True: a sigmoid per class, binary cross-entropy.",
+    )
     mel: MelConfig = Field(default_factory=MelConfig, description="The log-mel front end (mka's own by default).")
 
     @classmethod
@@ -115,7 +119,12 @@ class MelCnn(nn.Module):
         widths = [1, *config.channels]
         self.blocks = nn.Sequential(*[_ConvBlock(a, b) for a, b in zip(widths[:-1], widths[1:])])
         self.dropout = nn.Dropout(config.dropout)
-        self.embedding = nn.Linear(config.channels[-1], config.embed_dim)
+        # Frequency is folded into the channels rather than averaged away: a small network
+        # cannot encode *where* in the spectrum a pattern sits in its channels alone.
+        bins = config.mel.n_mels
+        for _ in config.channels:
+            bins = -(-bins // 2)
+        self.embedding = nn.Linear(config.channels[-1] * bins, config.embed_dim)
         self.head = nn.Linear(config.embed_dim, len(config.classes))
 
     @torch.no_grad()
@@ -129,7 +138,7 @@ class MelCnn(nn.Module):
 
     def forward(self, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = (mel - self.bin_mean[:, None]) / self.bin_std[:, None]
-        x = self.blocks(x).mean(dim=2)  # average over frequency -> [B, C, T]
+        x = self.blocks(x).flatten(1, 2)  # [B, C, F, T] -> [B, C*F, T]
         # Mean + max over time: the mean hears textures, the max hears short events.
         pooled = x.mean(dim=-1) + x.amax(dim=-1)
         embedding = torch.relu(self.embedding(self.dropout(pooled)))

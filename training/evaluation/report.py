@@ -9,11 +9,11 @@ from typing import Any
 
 #: metric key -> (label in the table, key of the reference-side figure, what that figure is)
 ROWS = (
-    ("fd", "Fréchet distance (classifier embeddings)", "fd_real_floor", "real vs real floor (two halves)"),
-    ("kl", "KL(reference || generated), label distributions", None, ""),
-    ("kl_sigmoid", "KL on sigmoid outputs (AudioLDM convention)", None, ""),
-    ("accuracy", "Classifier accuracy vs the prompt's labels", "accuracy_reference", "on the reference audio"),
-    ("clap", "CLAP score (audio-text cosine)", "clap_reference", "on the reference audio"),
+    ("fd", "FD (classifier embeddings)", "fd_real_floor", "real vs real (halves)"),
+    ("kl", "KL ref||gen (label distr.)", None, ""),
+    ("kl_sigmoid", "KL sigmoid (AudioLDM)", None, ""),
+    ("accuracy", "accuracy (top class in labels)", "accuracy_reference", "the references"),
+    ("clap", "CLAP score (audio-caption)", "clap_reference", "the references"),
 )
 
 
@@ -71,9 +71,9 @@ def print_report(report: dict[str, Any], console=None) -> None:
     classifier = report["classifier"]
     title = f"mka eval: {report['count']} clips, classifier {classifier.get('name')}"
     table = Table(title=title)
-    table.add_column("metric")
-    table.add_column("generated", justify="right")
-    table.add_column("reference", justify="right")
+    table.add_column("metric", no_wrap=True)
+    table.add_column("generated", justify="right", no_wrap=True)
+    table.add_column("reference", justify="right", no_wrap=True)
     table.add_column("reference is")
     for key, label, ref_key, ref_what in ROWS:
         if key == "kl_sigmoid" and scores.get(key) is None:

@@ -7,8 +7,9 @@ Recipe: each clip's full log-mel is computed once (mka's front end) and kept in 
 float16; every epoch draws one random crop of ``crop_seconds`` per clip (shorter clips are
 tiled, as mka's diffusion training does) and a random gain of up to ±``gain_db`` dB. A gain
 is a constant shift of the log10 mel (``dB / 20``), so it is applied to the cached mel, then
-re-floored. The loss is binary cross-entropy on multi-hot targets (clips may have several
-labels). After each epoch the held-out clips are scored whole; the weights of the best epoch
+re-floored. The loss is cross-entropy against the clip's labels spread evenly (a composition of
+two classes is half one, half the other), or binary cross-entropy on multi-hot targets for a
+``multi_label`` classifier. After each epoch the held-out clips are scored whole; the weights of the best epoch
 (highest accuracy, then lowest loss) are kept. Accuracy: the top class is one of the labels.
 """
 
@@ -30,7 +31,7 @@ from training.evaluation.classifier import MelCnn, MelCnnConfig
 class TrainSettings:
     epochs: int = 30
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float = 2e-3
     weight_decay: float = 1e-4
     crop_seconds: float = 5.0
     gain_db: float = 6.0
