@@ -1,4 +1,4 @@
-"""Bad prompts, prompt files, masks and manifests: handled correctly, or one sentence and no output."""
+"""Bad masks (through `mka generate --mask` and the parser) and bad manifests: one sentence, no output."""
 
 from __future__ import annotations
 
@@ -18,51 +18,6 @@ def out(tmp_path):
     folder = tmp_path / "out"
     folder.mkdir()
     return folder
-
-
-# -- prompts -------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("which", ["bert", "clip"])
-def test_a_prompt_of_100k_characters_is_truncated_with_one_warning(tiny_model_dir, request, out, which):
-    model = tiny_model_dir if which == "bert" else request.getfixturevalue("tiny_clip_model_dir")
-    result = generate(model, corpus.long_text(), "--duration", "0.3", "-o", out)
-    assert result.returncode == 0, result.stderr
-    (wav,) = [p for p in out.iterdir() if p.suffix == ".wav"]
-    assert len(wav.name) < 80  # the file is named by a short slug of the prompt
-    assert sf.info(str(wav)).frames == 4800
-    # Whatever the encoder says about the cut is one `mka: warning:` line, never Python's warning format.
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert all(line.startswith("mka: warning:") for line in lines), result.stderr
-    if which == "bert":
-        assert len(lines) == 1 and "truncated" in lines[0]
-
-
-def test_a_prompt_file_that_is_not_utf8_names_the_line(tiny_model_dir, tmp_path, out):
-    result = generate(tiny_model_dir, "--prompts", corpus.non_utf8_prompts(tmp_path / "prompts.txt"), "-o", out)
-    assert_clean_error(result, "Line 2", "prompts.txt", "not UTF-8", "0xe9")
-    assert leftovers(out) == []
-
-
-@pytest.mark.parametrize("content,fragments", [
-    ("a bell\n\nrain\n".encode(), ["Line 2", "empty"]),
-    (b"", ["no prompts"]),
-    ("a bell\n".encode("utf-16"), ["Line 1", "not UTF-8"]),
-], ids=["empty-line", "empty-file", "utf16"])
-def test_bad_prompt_files(tiny_model_dir, tmp_path, out, content, fragments):
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_bytes(content)
-    assert_clean_error(generate(tiny_model_dir, "--prompts", prompts, "-o", out), "prompts.txt", *fragments)
-    assert_clean_error(generate(tiny_model_dir, "--prompts", tmp_path, "-o", out), "folder")
-    assert leftovers(out) == []
-
-
-def test_a_utf8_prompt_file_with_a_byte_order_mark_works(tiny_model_dir, tmp_path, out):
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_bytes("\ufeffun café bruyant\n".encode())
-    result = generate(tiny_model_dir, "--prompts", prompts, "--duration", "0.3", "-o", out)
-    assert result.returncode == 0, result.stderr
-    assert [p.name for p in out.glob("*.wav")] == ["un-caf-bruyant_0.wav"]
 
 
 # -- masks ---------------------------------------------------------------------------------------------------
@@ -111,12 +66,32 @@ MASKS = {
 }
 
 
-@pytest.mark.parametrize("case", list(MASKS))
-def test_bad_masks_are_one_sentence(tiny_model_dir, init, tmp_path, out, case):
+#: Cases also run through the CLI (every case runs through the parser below): one per kind of input.
+CLI_CASES = ["npy-wrong-height", "npy-too-wide", "npy-garbage", "npy-all-zero", "png-wrong-size", "missing-file",
+             "range-past-end", "range-malformed", "box-above-nyquist"]
+
+
+@pytest.mark.parametrize("case", CLI_CASES)
+def test_bad_masks_through_the_cli_are_one_sentence(tiny_model_dir, init, tmp_path, out, case):
     build, fragments = MASKS[case]
     result = inpaint(tiny_model_dir, init, build(tmp_path), out)
     assert_clean_error(result, *fragments)
     assert leftovers(out) == []
+
+
+@pytest.mark.parametrize("case", list(MASKS))
+def test_bad_masks_are_one_input_error(tmp_path, case):
+    """The same geometry as the CLI runs above (0.5 s: 8000 samples, 32 frames, 80 bins)."""
+    from mka_core.masks import mask_from_input
+
+    build, fragments = MASKS[case]
+    with pytest.raises(InputError) as caught:
+        mask_from_input(build(tmp_path), frames=32, n_mels=80, num_samples=8000, sample_rate=16000, hop_length=256,
+                        fmax=8000.0)
+    message = str(caught.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment.lower() in message.lower(), (fragment, message)
 
 
 @pytest.mark.parametrize("mask", ["mask.npy", "mask.png", "0.1-0.2@0-2k,0.3-0.4"])
