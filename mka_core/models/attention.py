@@ -216,15 +216,16 @@ class SpatialTransformer(nn.Module):
     def forward(
         self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        b, _, h, w = x.shape
-        tokens = self.proj_in(self.norm(x))
-        c = tokens.shape[1]
+        b, channels, h, w = x.shape
         # Token index = row * W + column: the mel axis is outer, time inner (reference order).
-        tokens = tokens.reshape(b, c, h * w).transpose(1, 2)
+        # The 1x1 convs proj_in / proj_out run as matmuls on the token view: no im2col, and no
+        # copies to and from the token layout (the transposes are folded into the GEMMs).
+        normed = self.norm(x).reshape(b, channels, h * w).transpose(1, 2)
+        tokens = F.linear(normed, self.proj_in.weight.flatten(1), self.proj_in.bias)
         for block in self.transformer_blocks:
             tokens = block(tokens, context=context, mask=mask)
-        tokens = tokens.transpose(1, 2).reshape(b, c, h, w)
-        return self.proj_out(tokens) + x
+        out = F.linear(tokens, self.proj_out.weight.flatten(1), self.proj_out.bias)
+        return x + out.transpose(1, 2).reshape(b, channels, h, w)
 
 
 class AttentionBlock(nn.Module):
