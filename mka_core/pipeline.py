@@ -13,6 +13,7 @@ reference code instead returns ``int(7.8 d)`` latent columns rounded up to a mul
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -146,6 +147,8 @@ class Pipeline:
                 f"instructions; running {dtype_name(self.dtype)}, which is faster here (MKA_CPU_BF16=1 forces emulation)."
             )
         self._compiled_unet = None
+        if os.environ.get("MKA_COMPILE", "").strip().lower() in ("1", "true", "yes"):
+            self.compile()  # opt-in for the CLI and servers: compiled U-Net, CUDA graphs on a GPU
         # The U-Net and VAE run in the working dtype; the mel front end, the vocoder and
         # the sampler state stay in float32 where precision matters and costs little.
         self.unet.to(self.device, self.dtype)
