@@ -67,7 +67,7 @@ def test_eval_generates_scores_and_rescores_the_saved_audio(tiny_model_dir, clas
     scores = report["metrics"]
     assert report["count"] == 4 and report["mode"] == "generate"
     assert report["settings"]["steps"] == 1 and report["settings"]["seed"] == 5
-    assert scores["fd"] >= 0 and scores["fd_real_floor"] >= 0 and scores["kl"] >= 0
+    assert scores["fd"] >= 0 and scores["fd_real_floor"] >= 0 and scores["fd_halves"] >= 0 and scores["kl"] >= 0
     assert 0 <= scores["accuracy"] <= 1 and scores["accuracy_reference"] >= 0.75  # the classifier knows the references
     assert scores["clap"] is None and report["clap"]["available"] is False and report["clap"]["reason"]
     items = report["items"]
@@ -157,6 +157,6 @@ def test_unlabelled_references_are_scored_without_accuracy(tiny_model_dir, class
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["metrics"]["accuracy"] is None and report["count"] == 3 and report["unmatched_references"] == 1
-    assert report["metrics"]["fd_real_floor"] is None  # fewer than 4 references
+    assert report["metrics"]["fd_real_floor"] is None and report["metrics"]["fd_halves"] is None  # under 4 clips
     assert report["metrics"]["kl"] == pytest.approx(0.0, abs=1e-6)
     assert torch.isfinite(torch.tensor(report["metrics"]["fd"]))

@@ -275,6 +275,7 @@ class Scoreboard:
         count = len(self.items)
         result: dict[str, float | None] = {
             "fd": metrics.frechet_distance_features(gen_e, ref_e) if count >= 2 else None,
+            "fd_halves": None,
             "fd_real_floor": None,
             "kl": metrics.kl_divergence(ref_p, gen_p),
             "kl_sigmoid": metrics.kl_sigmoid(ref_p, gen_p) if self.classifier.multi_label else None,
@@ -283,6 +284,9 @@ class Scoreboard:
         if count >= 4:
             first, second = metrics.split_halves(count)
             result["fd_real_floor"] = metrics.frechet_distance_features(ref_e[first], ref_e[second])
+            # FD shrinks as clips are added, so the floor (half vs half) is compared with generated
+            # vs reference at the same sample size: the generated even rows against the odd references.
+            result["fd_halves"] = metrics.frechet_distance_features(gen_e[first], ref_e[second])
         if self.accuracy:
             index = {name: i for i, name in enumerate(self.classifier.classes)}
             labels = [[index[label] for label in item["labels"]] for item in self.items]

@@ -9,7 +9,8 @@ from typing import Any
 
 #: metric key -> (label in the table, key of the reference-side figure, what that figure is)
 ROWS = (
-    ("fd", "FD (classifier embeddings)", "fd_real_floor", "real vs real (halves)"),
+    ("fd", "FD (classifier embeddings)", None, ""),
+    ("fd_halves", "FD, half vs half", "fd_real_floor", "real vs real floor"),
     ("kl", "KL ref||gen (label distr.)", None, ""),
     ("kl_sigmoid", "KL sigmoid (AudioLDM)", None, ""),
     ("accuracy", "accuracy (top class in labels)", "accuracy_reference", "the references"),
