@@ -147,8 +147,6 @@ class Pipeline:
                 f"instructions; running {dtype_name(self.dtype)}, which is faster here (MKA_CPU_BF16=1 forces emulation)."
             )
         self._compiled_unet = None
-        if os.environ.get("MKA_COMPILE", "").strip().lower() in ("1", "true", "yes"):
-            self.compile()  # opt-in for the CLI and servers: compiled U-Net, CUDA graphs on a GPU
         # The U-Net and VAE run in the working dtype; the mel front end, the vocoder and
         # the sampler state stay in float32 where precision matters and costs little.
         self.unet.to(self.device, self.dtype)
@@ -157,6 +155,8 @@ class Pipeline:
         self.vocoder.to(self.device, torch.float32)
         self.mel_frontend.to(self.device)
         self._null_cache.clear()
+        if os.environ.get("MKA_COMPILE", "").strip().lower() in ("1", "true", "yes"):
+            self.compile()  # opt-in for the CLI and servers: compiled U-Net, CUDA graphs on a GPU
         return self
 
     # -- geometry -----------------------------------------------------------------------------
