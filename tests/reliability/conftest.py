@@ -92,48 +92,180 @@ def write_malicious_checkpoint(path: Path, marker: Path, *, legacy: bool = False
     return path
 
 
-# -- real child processes caught at a chosen point (see interrupt_harness.py) ----------------------------------
+# -- real CLI processes caught at a chosen point (see interrupt_harness.py) ---------------------------------------
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+#: The longest any wait on a child may take; a child that misses it is killed and the test fails.
+WAIT_SECONDS = 60.0
 
 
-def start_cli(*args, pause_at: str | None = None, call: int = 1, go_file: Path | None = None,
-              tiny_conversion: bool = False):
-    """Start ``mka ARGS`` in a child process (stdout/stderr piped, text)."""
-    import os
-    import subprocess
-    import sys
+class CliRun:
+    """One `mka` process forked by the launcher; its output goes to files in ``folder``."""
 
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    if pause_at:
-        env.update(RELIABILITY_PAUSE_AT=pause_at, RELIABILITY_PAUSE_CALL=str(call))
-    if go_file is not None:
-        env["RELIABILITY_GO_FILE"] = str(go_file)
-    if tiny_conversion:
-        env["RELIABILITY_TINY_CONVERSION"] = "1"
-    return subprocess.Popen([sys.executable, "-m", "tests.reliability.interrupt_harness", *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO_ROOT)
+    def __init__(self, launcher: "Launcher", run: int, folder: Path) -> None:
+        self.launcher, self.run, self.folder = launcher, run, folder
+        self.code: int | None = None
+        self.pid: int = launcher.next_event(run, "pid", WAIT_SECONDS)["pid"]
+
+    def output(self) -> tuple[str, str]:
+        return tuple((self.folder / name).read_text(errors="replace") for name in ("stdout", "stderr"))
+
+    def wait_until_paused(self, timeout: float = WAIT_SECONDS) -> None:
+        """Return once the child is inside its paused function; fail (killing it) otherwise."""
+        event = self.launcher.next_event(self.run, ("paused", "exit"), timeout, on_timeout=self.kill)
+        if "exit" in event:
+            self.code = event["exit"]
+            raise AssertionError(f"the child ended (exit {self.code}) before its pause point: {self.output()[1][-2000:]}")
+
+    def send(self, sig: int) -> None:
+        """Send ``sig`` to the child (only while it is known to be alive: paused, not yet reaped)."""
+        import os
+
+        os.kill(self.pid, sig)
+
+    def release(self) -> None:
+        """Let a paused child go on."""
+        import signal
+
+        self.send(signal.SIGUSR1)
+
+    def finish(self, timeout: float = WAIT_SECONDS) -> tuple[int, str, str]:
+        """(exit code, stdout, stderr) once the child ended; a child that does not end is killed."""
+        if self.code is None:
+            self.code = self.launcher.next_event(self.run, "exit", timeout, on_timeout=self.kill)["exit"]
+        return (self.code, *self.output())
+
+    def kill(self) -> None:
+        """SIGKILL the child unless it already ended, and wait until it is gone."""
+        if self.code is None:
+            self.launcher.request({"kill": self.run})
+            self.code = self.launcher.next_event(self.run, "exit", WAIT_SECONDS)["exit"]
 
 
-def wait_until_paused(proc, timeout: float = 240.0) -> None:
-    """Block until the child printed PAUSED (it is then inside the paused function)."""
-    import select
-    import time
+class Launcher:
+    """The test side of interrupt_harness: one warm launcher process that forks a child per run."""
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 0.5)
-        if ready:
-            line = proc.stdout.readline()
-            if line.strip() == "PAUSED":
-                return
-            if line == "" and proc.poll() is not None:
-                break
-    proc.kill()
-    _, err = proc.communicate()
-    raise AssertionError(f"the child never reached its pause point (exit {proc.returncode}): {err[-2000:]}")
+    def __init__(self, folder: Path) -> None:
+        import itertools
+        import subprocess
+        import sys
+        import threading
+
+        self.folder = folder
+        self._numbers = itertools.count(1)
+        self._queues: dict = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        with open(folder / "launcher.log", "wb") as log:
+            # Its own session: a Ctrl-C at the terminal reaches the test runner only, which then
+            # closes the launcher (and so every child) in its teardown.
+            self.proc = subprocess.Popen([sys.executable, "-m", "tests.reliability.interrupt_harness"],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, cwd=REPO_ROOT,
+                                         start_new_session=True)
+        self._reader = threading.Thread(target=self._read, name="launcher-events", daemon=True)
+        self._reader.start()
+        self._ready = False  # waited for at the first start, so the imports overlap other fixtures
+
+    def wait_ready(self) -> None:
+        if not self._ready:
+            self.next_event(None, "ready", 180.0, on_timeout=self.close)
+            self._ready = True
+
+    def _queue(self, run):
+        import queue
+
+        with self._lock:
+            if run not in self._queues:
+                self._queues[run] = queue.Queue()
+                if self._closed:
+                    self._queues[run].put({"eof": True})
+            return self._queues[run]
+
+    def _read(self) -> None:
+        import json
+
+        for line in self.proc.stdout:
+            event = json.loads(line)
+            self._queue(event.get("run")).put(event)
+        with self._lock:
+            self._closed = True
+            for waiting in self._queues.values():
+                waiting.put({"eof": True})
+
+    def next_event(self, run, kinds, timeout: float, on_timeout=None) -> dict:
+        """The next event of ``run`` of one of ``kinds`` (earlier events of other kinds are skipped)."""
+        import queue
+        import time
+
+        kinds = (kinds,) if isinstance(kinds, str) else kinds
+        deadline = time.monotonic() + timeout
+        waiting = self._queue(run)
+        while True:
+            try:
+                event = waiting.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                if on_timeout is not None:
+                    on_timeout()
+                raise AssertionError(f"no {'/'.join(kinds)} event from run {run} within {timeout:.0f} s") from None
+            if "eof" in event:
+                log = (self.folder / "launcher.log").read_text(errors="replace")[-2000:]
+                raise AssertionError(f"the launcher ended (waiting for {'/'.join(kinds)} of run {run}): {log}")
+            if any(kind in event for kind in kinds):
+                return event
+
+    def request(self, message: dict) -> None:
+        import json
+
+        self.proc.stdin.write((json.dumps(message) + "\n").encode())
+        self.proc.stdin.flush()
+
+    def start(self, *args, pause_at: str | None = None, call: int = 1, tiny_conversion: bool = False) -> CliRun:
+        """Fork ``mka ARGS``, optionally paused on the ``call``-th call of ``pause_at`` (module:qualname)."""
+        self.wait_ready()
+        run = next(self._numbers)
+        run_folder = self.folder / f"run-{run}"  # the child's stdout and stderr, kept out of the test's folders
+        run_folder.mkdir()
+        self.request({"run": run, "argv": [str(a) for a in args], "stdout": str(run_folder / "stdout"),
+                      "stderr": str(run_folder / "stderr"), "pause_at": pause_at, "call": call,
+                      "tiny_conversion": tiny_conversion})
+        return CliRun(self, run, run_folder)
+
+    def close(self) -> None:
+        import subprocess
+
+        if self.proc.stdin and not self.proc.stdin.closed:
+            self.proc.stdin.close()  # the launcher kills every child left, then exits
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self._reader.join(timeout=10)
 
 
-def finish(proc, timeout: float = 120.0) -> tuple[int, str, str]:
-    out, err = proc.communicate(timeout=timeout)
-    return proc.returncode, out, err
+@pytest.fixture(scope="session")
+def launcher(tmp_path_factory):
+    started = Launcher(tmp_path_factory.mktemp("launcher"))
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+@pytest.fixture
+def cli(launcher):
+    """``cli(*ARGS, pause_at=..., call=..., tiny_conversion=...)`` starts a real `mka` process.
+
+    Every process a test started is killed (if still running) when the test ends, pass or fail.
+    """
+    runs: list[CliRun] = []
+
+    def start(*args, **options) -> CliRun:
+        runs.append(launcher.start(*args, **options))
+        return runs[-1]
+
+    try:
+        yield start
+    finally:
+        for run in runs:
+            run.kill()

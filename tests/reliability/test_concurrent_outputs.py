@@ -15,19 +15,18 @@ from pathlib import Path
 import soundfile as sf
 
 from mka_core.cli.output_files import OutputReservations
-from tests.reliability.conftest import finish, start_cli, wait_until_paused
 
 
-def test_two_generate_runs_into_one_folder_keep_both_outputs(tiny_model_dir, tmp_path):
-    out, go = tmp_path / "out", tmp_path / "go"
+def test_two_generate_runs_into_one_folder_keep_both_outputs(cli, tiny_model_dir, tmp_path):
+    out = tmp_path / "out"
     args = ("generate", "--model", tiny_model_dir, "rain", "--duration", "0.3", "--steps", "1", "--seed", "7",
             "-o", f"{out}/")
-    runs = [start_cli(*args, pause_at="mka_core.cli.output_files:OutputReservations.reserve_unique", go_file=go)
-            for _ in range(2)]
+    runs = [cli(*args, pause_at="mka_core.cli.output_files:OutputReservations.reserve_unique") for _ in range(2)]
     for run in runs:
-        wait_until_paused(run)
-    go.touch()  # both reserve the same name, rain_7.wav, at once
-    results = [finish(run) for run in runs]
+        run.wait_until_paused()
+    for run in runs:
+        run.release()  # both reserve the same name, rain_7.wav, at once
+    results = [run.finish() for run in runs]
     for code, _, err in results:
         assert code == 0, err
     names = sorted(p.name for p in out.iterdir())
