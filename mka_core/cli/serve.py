@@ -63,18 +63,20 @@ def run(args: argparse.Namespace) -> int:
         folders.cleanup()
         raise InputError(f"Cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); "
                          "choose another --port or --host.") from exc
-    api.queue.start()
     shown_host = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{shown_host}:{server.port}/"
     if policy.token:
         url += f"?token={policy.token}"
-    print(f"mka serve: model {model_dir} on {pipe.device}", flush=True)
-    print(f"mka serve: files in {folders.root}{' (removed at exit)' if folders.temporary else ''}", flush=True)
-    if not is_loopback(args.host):
-        print("mka serve: listening beyond this machine; share the address (it holds the access token) only "
-              "with people you trust.", flush=True)
-    print(f"mka serve: open {url}", flush=True)
+    # Everything from here on is inside the try: a Ctrl-C or SIGTERM that arrives right after the
+    # address is printed (a supervisor stopping the server as soon as it is up) is a clean stop.
     try:
+        api.queue.start()
+        print(f"mka serve: model {model_dir} on {pipe.device}", flush=True)
+        print(f"mka serve: files in {folders.root}{' (removed at exit)' if folders.temporary else ''}", flush=True)
+        if not is_loopback(args.host):
+            print("mka serve: listening beyond this machine; share the address (it holds the access token) only "
+                  "with people you trust.", flush=True)
+        print(f"mka serve: open {url}", flush=True)
         server.serve_forever(poll_interval=0.25)
     except KeyboardInterrupt:
         print("mka serve: stopping.", file=sys.stderr, flush=True)

@@ -201,9 +201,6 @@ def test_manifest_rows_round_trip(rows):
     round_trip(rows)
 
 
-@pytest.mark.xfail(strict=True, reason="training/data/manifest.py writes with escapechar='\\' but reads without it, "
-                                       "so '\"' and '\\' in captions come back escaped (fix: write with quotechar=None "
-                                       "and no escapechar; _clean already removes tabs and line breaks)")
 @settings(max_examples=60, deadline=None)
 @given(rows=manifest_rows(ANY_TEXT))
 @example(rows=[("a", 'the "big" bell \\ rings', "", False, None, "")])

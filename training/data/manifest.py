@@ -115,7 +115,7 @@ def write_manifest(path: str | Path, rows: Iterable[ManifestRow], *, relative_to
     base = path.parent.resolve()
     with atomic_write(path, "w") as handle:
         writer = csv.DictWriter(handle, fieldnames=header, delimiter="\t", quoting=csv.QUOTE_NONE,
-                                escapechar="\\", lineterminator="\n", extrasaction="ignore")
+                                quotechar=None, lineterminator="\n", extrasaction="ignore")
         writer.writeheader()
         for row in rows:
             record = {k: _clean(v) for k, v in row.as_record().items()}
