@@ -3,13 +3,20 @@
 A reader never sees a half-written file, and an interrupted write (an exception, Ctrl-C,
 SIGTERM turned into KeyboardInterrupt by the CLI) leaves neither a temporary file behind nor
 a damaged previous version. Used by every writer in mka: audio, sidecars, configs, weights.
+
+Files that belong together (an output and its sidecar) are staged with
+:func:`write_temporary` and renamed in one :func:`interrupts_deferred` block, so a Ctrl-C
+cannot land between the renames. A ``kill -9`` cannot be cleaned up after: it may leave a
+hidden ``.NAME.XXXX.tmp`` file, never a partial file under a real name.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -36,10 +43,7 @@ def atomic_write(path: str | Path, mode: str = "wb", *, encoding: str | None = N
         raise ValueError(f"atomic_write supports the modes 'w' and 'wb', not {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        permissions = path.stat().st_mode & 0o7777
-    except FileNotFoundError:
-        permissions = 0o666 & ~_UMASK
+    permissions = _final_permissions(path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         text_encoding = None if "b" in mode else (encoding or "utf-8")
@@ -53,10 +57,69 @@ def atomic_write(path: str | Path, mode: str = "wb", *, encoding: str | None = N
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         raise
-    _fsync_directory(path.parent)
+    fsync_directory(path.parent)
 
 
-def _fsync_directory(folder: Path) -> None:
+def _final_permissions(path: Path) -> int:
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        return 0o666 & ~_UMASK
+
+
+def write_temporary(path: str | Path, data: bytes) -> Path:
+    """A complete, flushed hidden sibling of ``path`` (``.NAME.XXXX.tmp``) holding ``data``.
+
+    It already has the permissions the final file should have; the caller renames or links
+    it into place, or removes it. Nothing is left behind if writing fails.
+    """
+    path = Path(path)
+    permissions = _final_permissions(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp_name, permissions)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+    return Path(tmp_name)
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block ends, then act on them as if they arrived then.
+
+    For the few renames that publish files which belong together: a signal cannot split them.
+    Only the main thread receives Python signal handlers; elsewhere this changes nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(sig)
+        if handler is not None:  # None: a handler installed outside Python, left alone
+            previous[sig] = handler
+            signal.signal(sig, lambda signum, _frame: held.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if held:
+        handler = previous[held[0]]
+        if callable(handler):
+            handler(held[0], None)
+        elif handler == signal.SIG_DFL:
+            signal.raise_signal(held[0])
+
+
+def fsync_directory(folder: Path) -> None:
     """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
     with contextlib.suppress(OSError, AttributeError):
         fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))

@@ -286,8 +286,8 @@ def build_sidecar(plan: Plan, pipe, model_dir: Path, result, index: int, file: P
 
 def write_outputs(args, plan: Plan, pipe, model_dir: Path, result, ranking, out_file: Path | None,
                   out_dir: Path) -> list[dict[str, Any]]:
-    from mka_core.atomic import atomic_write
-    from mka_core.cli.output_files import OutputReservations, slugify
+    """Write each output with its sidecar (and spectrogram): all of an output appears at once, or none of it."""
+    from mka_core.cli.output_files import OutputFiles, slugify
     from mka_core.cli.sidecar import sidecar_json
 
     if plan.only_index is not None:
@@ -296,38 +296,38 @@ def write_outputs(args, plan: Plan, pipe, model_dir: Path, result, ranking, out_
         indices = [plan.only_index]
     else:
         indices = ranking.order if ranking else list(range(result.waveforms.shape[0]))
-    reservations = OutputReservations()
+    duration = result.waveforms.shape[-1] / result.sample_rate
+    files = OutputFiles()
     written: list[dict[str, Any]] = []
     try:
         for index in indices:
             meta = result.metadata[index]
-            if out_file is not None:
-                path = reservations.claim(out_file)
-            else:
-                slug = slugify(meta.get("input"), meta["task"])
-                path = reservations.reserve_unique(out_dir, slug, meta["seed"])
-            with atomic_write(path, "wb") as handle:
-                handle.write(encode_audio(result.waveforms[index], result.sample_rate, path.suffix.lower()))
-            reservations.written(path, path)
-            sidecar = build_sidecar(plan, pipe, model_dir, result, index, path, ranking)
-            sidecar_path = Path(f"{path}.json")
-            with atomic_write(sidecar_path, "w") as handle:
-                handle.write(sidecar_json(sidecar))
-            reservations.written(path, sidecar_path)
+            suffix = out_file.suffix.lower() if out_file is not None else ".wav"
+            audio = encode_audio(result.waveforms[index], result.sample_rate, suffix)
+            image = None
             if args.spectrogram:
                 from mka_core.spectrogram_image import mel_to_png_bytes
 
                 frames = -(-result.waveforms.shape[-1] // pipe.hop_length)
-                png_path = Path(f"{path}.png")
-                with atomic_write(png_path, "wb") as handle:
-                    handle.write(mel_to_png_bytes(result.mels[index, ..., :frames]))
-                reservations.written(path, png_path)
-            reservations.commit(path)
+                image = mel_to_png_bytes(result.mels[index, ..., :frames])
+
+            def companions(path: Path, index: int = index, image: bytes | None = image) -> dict[str, bytes]:
+                # The sidecar records the output's file name, so it is made for the name being taken.
+                sidecar = build_sidecar(plan, pipe, model_dir, result, index, path, ranking)
+                made = {".json": sidecar_json(sidecar).encode("utf-8")}
+                if image is not None:
+                    made[".png"] = image
+                return made
+
+            if out_file is not None:
+                path = files.publish(out_file, audio, companions(out_file))
+            else:
+                slug = slugify(meta.get("input"), meta["task"])
+                path = files.publish_unique(out_dir, slug, meta["seed"], audio, companions)
             written.append({"file": str(path), "input": meta.get("input"), "seed": meta["seed"],
-                            "duration": sidecar.duration, "index": index})
-    except BaseException:
-        reservations.discard_all()
-        raise
+                            "duration": duration, "index": index})
+    finally:
+        files.discard()
     return written
 
 

@@ -1,28 +1,41 @@
-"""Where generated files go: naming, unique reservation, cleanup on interruption.
+"""Where generated files go: naming, publishing an output with its companions, cleanup.
 
 Naming inside a directory: ``<slug>_<seed>.wav`` - the slug is the input text made
 file-name safe (lowercase letters, digits and dashes, at most 48 characters), a file input's
 stem, or the task name for unconditional outputs; the seed is the output's own seed. When
 the name is taken, ``<slug>_<seed>-2.wav``, ``-3`` ... are tried.
 
-A name is *reserved* by creating the file with ``O_CREAT | O_EXCL``: the kernel lets exactly
-one process create it, so two runs writing into one directory never pick the same name. The
-empty placeholder is then replaced atomically by the finished file. If the run is
-interrupted, :class:`OutputReservations` removes every placeholder and every file of the
-output it was writing, so nothing partial is left behind.
+Every file of an output (the audio, its ``.json`` sidecar, its ``.png`` spectrogram) is first
+written complete to a hidden temporary sibling; then they are published together:
+
+* into a directory, the audio takes its name with a hard link (``link`` fails if the name
+  exists, so the kernel lets exactly one process have it: two runs writing into one
+  directory never pick the same name), and the companions are renamed next to it;
+* to a file named with ``--out``, the companions and the audio replace the old ones by rename.
+
+The publishing renames run with Ctrl-C and SIGTERM held, so an interruption leaves either the
+whole output or none of it, and an existing file named with ``--out`` keeps its old content
+unless the new output is complete. No empty placeholder ever exists under an output's name,
+so even a ``kill -9`` leaves at most hidden ``.NAME.XXXX.tmp`` files, which never block a name.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Mapping
 
+from mka_core.atomic import fsync_directory, interrupts_deferred, write_temporary
 from mka_core.errors import InputError
 
 AUDIO_SUFFIXES = (".wav", ".flac")
+#: Files that share an output's name: ``<name>.json`` (sidecar), ``<name>.png`` (spectrogram).
+COMPANION_SUFFIXES = (".json", ".png")
 SLUG_LENGTH = 48
+#: link() errors of file systems without hard links (FAT, some network shares).
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK, errno.ENOSYS}
 
 
 def slugify(text: str | None, fallback: str) -> str:
@@ -35,57 +48,92 @@ def slugify(text: str | None, fallback: str) -> str:
     return fallback
 
 
-class OutputReservations:
-    """Reserved output paths, and the files written for each output, removed unless committed."""
+class OutputFiles:
+    """Publishes outputs whole; temporary files of an output not published are removed by :meth:`discard`."""
 
     def __init__(self) -> None:
-        self._pending: dict[Path, list[Path]] = {}
+        self._temporary: set[Path] = set()
 
-    def reserve_unique(self, directory: Path, slug: str, seed: int, suffix: str = ".wav") -> Path:
-        """Create ``directory/<slug>_<seed><suffix>`` (or a numbered variant) exclusively and return it."""
+    def publish_unique(self, directory: Path, slug: str, seed: int, audio: bytes,
+                       companions: Callable[[Path], Mapping[str, bytes]], suffix: str = ".wav") -> Path:
+        """Publish ``audio`` as ``directory/<slug>_<seed><suffix>`` (or a numbered variant) with its companions.
+
+        ``companions(path)`` gives the companion files' bytes by suffix (``{".json": ...}``) for
+        the name ``path``; it is asked again if that name turns out to be taken.
+        """
         directory.mkdir(parents=True, exist_ok=True)
+        staged_audio = self._stage(directory / f"{slug}_{seed}{suffix}", audio)
         for attempt in range(1, 10_000):
             name = f"{slug}_{seed}{suffix}" if attempt == 1 else f"{slug}_{seed}-{attempt}{suffix}"
             path = directory / name
-            # The sidecar and the image share the name; a stray one blocks the name too.
-            if any(Path(f"{path}{extra}").exists() for extra in (".json", ".png")):
+            # A stray sidecar or image blocks the name too.
+            if path.exists() or any(Path(f"{path}{extra}").exists() for extra in COMPANION_SUFFIXES):
                 continue
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                continue
-            os.close(fd)
-            self._pending[path] = [path]
+            staged = {extra: self._stage(Path(f"{path}{extra}"), data) for extra, data in companions(path).items()}
+            with interrupts_deferred():
+                if not _link_new(staged_audio, path):
+                    self._remove(staged.values())
+                    continue
+                for extra, temporary in staged.items():
+                    os.replace(temporary, f"{path}{extra}")
+                    self._temporary.discard(temporary)
+                self._remove([staged_audio])
+            fsync_directory(directory)
             return path
+        self._remove([staged_audio])
         raise InputError(f"Could not find a free file name for '{slug}_{seed}' in {directory}; clean the folder up.")
 
-    def claim(self, path: Path) -> Path:
-        """Track an explicitly named output (``--out FILE``); it is replaced, not reserved."""
+    def publish(self, path: Path, audio: bytes, companions: Mapping[str, bytes]) -> Path:
+        """Write ``audio`` to ``path`` (``--out FILE``) and its companions beside it, replacing old ones."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._pending[path] = []
+        staged = {extra: self._stage(Path(f"{path}{extra}"), data) for extra, data in companions.items()}
+        staged_audio = self._stage(path, audio)
+        with interrupts_deferred():
+            for extra, temporary in staged.items():
+                os.replace(temporary, f"{path}{extra}")
+                self._temporary.discard(temporary)
+            os.replace(staged_audio, path)
+            self._temporary.discard(staged_audio)
+        fsync_directory(path.parent)
         return path
 
-    def written(self, output: Path, path: Path) -> None:
-        """Record that ``path`` (the audio, sidecar or image of ``output``) now exists."""
-        self._pending.setdefault(output, []).append(path)
+    def discard(self) -> None:
+        """Remove the temporary files of outputs that were not published (on error or interruption)."""
+        self._remove(list(self._temporary))
 
-    def commit(self, output: Path) -> None:
-        """The output and its companions are complete: keep them."""
-        self._pending.pop(output, None)
+    def _stage(self, path: Path, data: bytes) -> Path:
+        temporary = write_temporary(path, data)
+        self._temporary.add(temporary)
+        return temporary
 
-    def discard_all(self) -> None:
-        """Remove placeholders and half-finished outputs (on error or interruption)."""
-        for paths in self._pending.values():
-            _remove(paths)
-        self._pending.clear()
+    def _remove(self, paths) -> None:
+        for path in paths:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            self._temporary.discard(path)
 
 
-def _remove(paths: Iterable[Path]) -> None:
-    for path in paths:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
+def _link_new(source: Path, destination: Path) -> bool:
+    """Give ``source``'s content the new name ``destination``; False if that name exists."""
+    try:
+        os.link(source, destination)
+        return True
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINKS:
+            raise
+    # No hard links here: claim the name exclusively, then rename the finished file over the
+    # claim at once (still inside the caller's interrupts_deferred block).
+    try:
+        fd = os.open(destination, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    os.close(fd)
+    os.replace(source, destination)
+    return True
 
 
 def plan_destination(out: str | None, count: int) -> tuple[Path | None, Path]:

@@ -81,3 +81,66 @@ def test_interrupted_convert_leaves_no_folder(tmp_path, cli):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["inpaint7.ckpt", "model"]
     assert (tmp_path / "model" / "model_index.json").is_file() and (tmp_path / "model" / "unet").is_dir()
     assert hidden_or_temporary(tmp_path) == []
+
+
+def test_interrupted_while_the_sidecar_is_made_keeps_the_replaced_file(cli, tiny_model_dir, tmp_path):
+    """`-o existing.wav`: SIGTERM while the new sidecar is made leaves the previous output and its
+    sidecar exactly as they were (the new audio is only published together with its sidecar)."""
+    first = cli("generate", "--model", tiny_model_dir, "rain", *FAST, "-o", tmp_path / "existing.wav")
+    assert first.finish()[0] == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert sorted(before) == ["existing.wav", "existing.wav.json"]
+    again = cli("generate", "--model", tiny_model_dir, "thunder", "--duration", "0.5", "--steps", "2", "--seed", "3",
+                "-o", tmp_path / "existing.wav", pause_at="mka_core.cli.sidecar:sidecar_json")
+    again.wait_until_paused()
+    again.send(signal.SIGTERM)
+    assert_interrupted(again)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_kill_9_leaves_no_placeholder_that_blocks_the_next_run(cli, tiny_model_dir, tmp_path):
+    """SIGKILL cannot be cleaned up after; it may leave a hidden temporary file, but never a visible
+    (empty or partial) file under an output's name: the next run gets that name, and a file named
+    with -o keeps its previous content."""
+    folder, named = tmp_path / "folder", tmp_path / "named"
+    named.mkdir()
+    previous = named / "x.wav"
+    sf.write(previous, [0.25] * 800, 16000)
+    before = previous.read_bytes()
+    model = ("generate", "--model", tiny_model_dir, "rain", *FAST)
+    runs = [cli(*model, "-o", f"{folder}/", pause_at="mka_core.cli.sidecar:sidecar_json"),
+            cli(*model, "-o", previous, pause_at="mka_core.cli.sidecar:sidecar_json")]
+    for run in runs:
+        run.wait_until_paused()
+        run.send(signal.SIGKILL)
+    for run in runs:
+        assert run.finish()[0] == -signal.SIGKILL
+    visible = sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) if folder.exists() else []
+    assert visible == []
+    assert sorted(p.name for p in named.iterdir() if not p.name.startswith(".")) == ["x.wav"]
+    assert previous.read_bytes() == before
+
+    code, _, err = cli(*model, "-o", f"{folder}/").finish()
+    assert code == 0, err
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == ["rain_0.wav", "rain_0.wav.json"]
+    assert sf.info(str(folder / "rain_0.wav")).frames == 4800
+
+
+def test_every_file_of_an_output_is_published_with_it(tiny_model_dir, tmp_path):
+    """Audio, sidecar and spectrogram appear together, in a folder and at a file named with -o (FLAC
+    here), replacing an older output there; no temporary file is left."""
+    from tests.conftest import run_cli
+
+    folder, named = tmp_path / "folder", tmp_path / "named.flac"
+    for _ in range(2):  # the second run takes the next free name in the folder, and replaces named.flac
+        for out in (f"{folder}/", named):
+            result = run_cli("generate", "--model", tiny_model_dir, "rain", *FAST, "--spectrogram", "-o", out)
+            assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.rglob("*")) == sorted([
+        "folder", "rain_0.wav", "rain_0.wav.json", "rain_0.wav.png", "rain_0-2.wav", "rain_0-2.wav.json",
+        "rain_0-2.wav.png", "named.flac", "named.flac.json", "named.flac.png"])
+    for wav in ("rain_0.wav", "rain_0-2.wav"):
+        assert json.loads((folder / f"{wav}.json").read_text())["file"] == wav
+        assert (folder / f"{wav}.png").read_bytes().startswith(b"\x89PNG")
+    assert sf.info(str(named)).format == "FLAC" and sf.info(str(named)).frames == 4800
+    assert json.loads((tmp_path / "named.flac.json").read_text())["file"] == "named.flac"
