@@ -246,7 +246,7 @@ class Conditioner(nn.Module):
         trained with ``clip-text`` runs with ``clip-image``): options the class does not know are
         dropped, and a ``weights`` value of ``"."`` means this folder.
         """
-        from mka_core.weights import load_safetensors, read_json
+        from mka_core.weights import load_fitting_state, load_safetensors, read_json
 
         directory = Path(directory)
         saved = read_json(directory / CONDITIONER_CONFIG)
@@ -270,7 +270,9 @@ class Conditioner(nn.Module):
         conditioner = cls(validated)
         trained_path = directory / TRAINED_WEIGHTS
         if trained_path.exists() and saved.get("conditioner") == cls.name:
-            conditioner.load_state_dict(load_safetensors(trained_path), strict=False)
+            load_fitting_state(conditioner, load_safetensors(trained_path), trained_path, strict=False,
+                               what=f"conditioner '{cls.name}'",
+                               fix="it was trained for another configuration - re-create the model folder or retrain")
         return conditioner
 
     def state_to_save(self) -> dict[str, torch.Tensor]:

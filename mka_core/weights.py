@@ -91,6 +91,31 @@ def load_safetensors(path: str | Path, device: str | torch.device = "cpu") -> di
         ) from exc
 
 
+def load_fitting_state(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str | Path, *,
+                       strict: bool = True, what: str = "the model", fix: str = "re-create the model folder") -> None:
+    """Load ``state`` (read from ``source``) into ``module``, or say in one sentence why it does not fit.
+
+    A tensor whose shape differs from the module's, a name the module does not have, and (when
+    ``strict``) a name the module needs but ``state`` lacks are a :class:`WeightsError` naming the
+    file and the first tensor concerned, never torch's multi-line RuntimeError.
+    """
+    own = module.state_dict()
+    wrong = [name for name, tensor in state.items() if name in own and tuple(tensor.shape) != tuple(own[name].shape)]
+    if wrong:
+        name = wrong[0]
+        raise WeightsError(
+            f"{source} does not fit {what}: '{name}' has shape {list(state[name].shape)}, {what} needs "
+            f"{list(own[name].shape)} ({len(wrong)} tensor(s) differ); {fix}."
+        )
+    unexpected = sorted(set(state) - set(own))
+    missing = sorted(set(own) - set(state)) if strict else []
+    if unexpected or missing:
+        parts = ([f"unknown tensor(s) {unexpected[:3]}"] if unexpected else []) + \
+                ([f"missing tensor(s) {missing[:3]}"] if missing else [])
+        raise WeightsError(f"{source} does not fit {what}: {' and '.join(parts)}; {fix}.")
+    module.load_state_dict(state, strict=strict)
+
+
 # -- foreign checkpoints ------------------------------------------------------------------------
 
 

@@ -122,7 +122,7 @@ class AdapterConditioner(Conditioner):
     @classmethod
     def from_pretrained(cls, directory: str | Path, **overrides: Any) -> "AdapterConditioner":
         from mka_core.plugins import manager
-        from mka_core.weights import load_safetensors, read_json
+        from mka_core.weights import read_json
 
         directory = Path(directory)
         saved = read_json(directory / CONDITIONER_CONFIG)
@@ -132,11 +132,33 @@ class AdapterConditioner(Conditioner):
         base_cls = manager.get("conditioner", options.base)
         base = base_cls.from_pretrained(directory / BASE_FOLDER) if (directory / BASE_FOLDER).is_dir() else None
         adapter = cls(options, base=base)
-        state = load_safetensors(directory / TRAINED_WEIGHTS)
-        adapter.null_embeds = state.pop("null_embeds")
-        adapter.null_mask = state.pop("null_mask").bool()
-        adapter.projection.load_state_dict({k.split(".", 1)[1]: v for k, v in state.items()})
+        adapter._load_trained(directory / TRAINED_WEIGHTS)
         return adapter
+
+    def _load_trained(self, path: Path) -> None:
+        """The projection and the teacher's null condition from ``trained.safetensors``; a file that does
+        not fit this adapter (another width, another hidden size, a damaged export) is one sentence."""
+        from mka_core.errors import WeightsError
+        from mka_core.weights import load_fitting_state, load_safetensors
+
+        fix = "it was exported for another adapter - retrain it (mka train conditioner) or re-create the model folder"
+        state = load_safetensors(path)
+        null_embeds, null_mask = state.pop("null_embeds", None), state.pop("null_mask", None)
+        if null_embeds is None or null_mask is None:
+            raise WeightsError(f"{path} lacks the adapter's null condition ('null_embeds' and 'null_mask'); {fix}.")
+        dim = self.options.space.dim
+        if null_embeds.ndim != 3 or null_embeds.shape[0] != 1 or null_embeds.shape[2] != dim \
+                or tuple(null_mask.shape) != tuple(null_embeds.shape[:2]):
+            raise WeightsError(
+                f"{path} does not fit the adapter: 'null_embeds' has shape {list(null_embeds.shape)} and 'null_mask' "
+                f"{list(null_mask.shape)}, the adapter needs [1, T, {dim}] and [1, T]; {fix}."
+            )
+        missing = [k for k in self.state_dict() if k.startswith("projection.") and k not in state]
+        if missing:
+            raise WeightsError(f"{path} does not fit the adapter: missing tensor(s) {missing[:3]}; {fix}.")
+        load_fitting_state(self, state, path, strict=False, what="the adapter", fix=fix)
+        self.null_embeds = null_embeds.to(torch.float32)
+        self.null_mask = null_mask.bool()
 
 
 @hookimpl

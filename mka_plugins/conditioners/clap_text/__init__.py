@@ -33,7 +33,7 @@ from torch import nn
 
 from mka_core import Condition, Conditioner, EmbeddingSpace, StrictModel, hookimpl
 from mka_core.errors import InputError, WeightsError
-from mka_core.weights import load_safetensors, save_safetensors
+from mka_core.weights import load_fitting_state, load_safetensors, save_safetensors
 from mka_plugins.conditioners._hf_text import (
     check_tokenizer,
     load_pretrained,
@@ -147,7 +147,9 @@ class ClapTextConditioner(Conditioner):
         base = load_pretrained(transformers.BertModel.from_pretrained, source, "BERT", **kwargs)
         self._attach(base, tokenizer)
         if (folder / PROJECTION_FILE).is_file():
-            self.projection.load_state_dict(load_safetensors(folder / PROJECTION_FILE))
+            load_fitting_state(self.projection, load_safetensors(folder / PROJECTION_FILE), folder / PROJECTION_FILE,
+                               what="the clap-text projection",
+                               fix="it was saved for another width - re-create the model folder")
             self._projection_trained = True
         self._identity = identity
 
