@@ -32,3 +32,11 @@ class SpaceMismatchError(MkaError):
 
 class NumericalError(MkaError):
     """NaN or Inf appeared in a tensor; the message names the stage that produced it."""
+
+
+def shown(text: str, limit: int = 60) -> str:
+    """The user's text as an error message quotes it: on one line (control characters and line
+    separators escaped) and at most ``limit`` characters, so the message stays one readable sentence."""
+    if not text.isprintable():
+        text = text.encode("unicode_escape").decode("ascii")
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mka_core.errors import InputError
+from mka_core.errors import InputError, shown
 
 #: The syntax, quoted by error messages.
 RANGE_SYNTAX = "START-END in seconds, e.g. 2.0-3.5, or a time x frequency box 2.0-3.5@300-2000 (Hz)"
@@ -129,12 +129,7 @@ def mel_bin_centres(n_mels: int, sample_rate: int, fmin: float = 0.0, fmax: floa
 # -- ranges and boxes ---------------------------------------------------------------------------
 
 
-def _shown(text: str, limit: int = 60) -> str:
-    """The user's text as an error message quotes it: on one line (control characters escaped)
-    and at most ``limit`` characters, so the message stays one readable sentence."""
-    if not text.isprintable():
-        text = text.encode("unicode_escape").decode("ascii")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+_shown = shown  # user text quoted in a message: one line, short
 
 
 def _from_ranges(spec: str, geo: _Geometry) -> np.ndarray:

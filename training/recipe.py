@@ -7,6 +7,8 @@ trains with a default. Built-in recipes live in ``training/recipes/<target>-<pre
 
 from __future__ import annotations
 
+import math
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -14,7 +16,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError
 
 from mka_core.config import StrictModel
-from mka_core.errors import InputError
+from mka_core.errors import InputError, shown
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 
@@ -67,16 +69,19 @@ class Recipe(StrictModel):
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"optim.lr=2e-4"`` -> (["optim", "lr"], 0.0002). Values are TOML literals, else strings."""
     if "=" not in text:
-        raise InputError(f"The override '{text}' needs the form section.key=value, for example optim.lr=2e-4.")
+        raise InputError(f"The override '{shown(text)}' needs the form section.key=value, for example optim.lr=2e-4.")
     key, raw = text.split("=", 1)
     path = [part.strip() for part in key.strip().split(".")]
     if not all(path):
-        raise InputError(f"The override '{text}' has an empty key; use section.key=value.")
+        raise InputError(f"The override '{shown(text)}' has an empty key; use section.key=value.")
     raw = raw.strip()
     try:
-        value = tomllib.loads(f"v = {raw}")["v"]
+        document = tomllib.loads(f"v = {raw}")
     except tomllib.TOMLDecodeError:
-        value = raw  # bare words: paths, names
+        document = {}
+    # Exactly one literal, or else the text as typed (bare words: paths, names) - never a
+    # literal followed by more TOML that would be dropped ("1\nseed = 5").
+    value = document["v"] if set(document) == {"v"} else raw
     return path, value
 
 
@@ -87,7 +92,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         for part in path[:-1]:
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise InputError(f"The override '{text}' goes into '{part}', which is a value, not a section.")
+                raise InputError(f"The override '{shown(text)}' goes into '{shown(part)}', which is a value, not a section.")
             node = child
         node[path[-1]] = value
     return data
@@ -119,40 +124,64 @@ def validate_recipe(recipe_class: type[Recipe], data: dict[str, Any], source: st
         return recipe_class.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors()[:5]
+            f"{shown('.'.join(str(p) for p in err['loc'])) or '(top)'}: {shown(err['msg'], 200).rstrip('.')}"
+            for err in exc.errors()[:5]
         )
-        raise InputError(f"The recipe {source} is invalid: {problems}.") from None
+        raise InputError(f"The recipe {shown(source, 200)} is invalid: {problems}.") from None
 
 
 def recipe_to_toml(recipe: Recipe) -> str:
-    """The resolved recipe as TOML (written into every run folder for reproducibility)."""
+    """The resolved recipe as TOML (written into every run folder for reproducibility).
+
+    It reads back as the same recipe: strings and keys are written so that TOML gives back
+    exactly the characters the recipe holds. TOML has no null, so ``None`` values are left out.
+    """
     data = recipe.model_dump(mode="json")
     lines: list[str] = []
-    scalars = {k: v for k, v in data.items() if not isinstance(v, dict)}
-    for key, value in scalars.items():
-        lines.append(f"{key} = {_toml_value(value)}")
+    for key, value in data.items():
+        if value is not None and not isinstance(value, dict):
+            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
     for key, value in data.items():
         if isinstance(value, dict):
-            lines.append(f"\n[{key}]")
+            lines.append(f"\n[{_toml_key(key)}]")
             for sub, sub_value in value.items():
-                if sub_value is None:
-                    continue
-                if isinstance(sub_value, dict):
-                    lines.append(f"{sub} = {{ {', '.join(f'{k} = {_toml_value(v)}' for k, v in sub_value.items() if v is not None)} }}")
-                else:
-                    lines.append(f"{sub} = {_toml_value(sub_value)}")
+                if sub_value is not None:
+                    lines.append(f"{_toml_key(sub)} = {_toml_value(sub_value)}")
     return "\n".join(lines) + "\n"
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _toml_key(key: str) -> str:
+    return key if _BARE_KEY.fullmatch(key) else _toml_string(key)
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string: quote, backslash and control characters escaped, everything else as is
+    (JSON's escapes are not enough: TOML has no surrogate pairs and forbids a raw DEL)."""
+    escaped = []
+    for char in text:
+        if char in ('"', "\\"):
+            escaped.append("\\" + char)
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            escaped.append(f"\\u{ord(char):04X}")
+        else:
+            escaped.append(char)
+    return '"' + "".join(escaped) + '"'
 
 
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return ("inf" if value > 0 else "-inf") if math.isinf(value) else repr(value)
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+        return "[" + ", ".join(_toml_value(v) for v in value if v is not None) + "]"
     if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items() if v is not None) + " }"
-    import json
-
-    return json.dumps(str(value))
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items() if v is not None) + " }"
+    return _toml_string(str(value))
