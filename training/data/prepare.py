@@ -81,7 +81,8 @@ def prepare_one(row: ManifestRow, stem: str, settings: PrepareSettings) -> Verdi
     try:
         wave = load_audio(row.audio_path, settings.sample_rate, max_seconds=settings.max_seconds)
     except InputError as exc:
-        message = str(exc)
+        # Classified by what load_audio says, not by the path it quotes (a folder named "empty").
+        message = str(exc).replace(str(Path(row.audio_path).expanduser()), "").replace(row.audio_path, "")
         if "does not exist" in message:
             return Verdict(row, "missing file")
         if "NaN" in message:
