@@ -37,7 +37,7 @@ import signal
 import sys
 import traceback
 
-PAUSE_SECONDS = 60.0
+PAUSE_SECONDS = 180.0
 #: Imported once in the launcher so each forked run starts warm.
 WARM_MODULES = ("torch", "numpy", "soundfile", "transformers", "rich.console", "rich.progress",
                 "mka_core.cli.main", "mka_core.cli.generate", "mka_core.cli.convert", "mka_core.pipeline",
