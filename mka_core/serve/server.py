@@ -29,6 +29,10 @@ SECURITY_HEADERS = {
 }
 _FILE_CHUNK = 1 << 16
 _DRAIN_LIMIT = 1 << 20
+#: After refusing a large body, read and discard at most this much (and for at most this long)
+#: before closing, so the client sees the answer rather than a reset connection.
+_LINGER_BYTES = 64 << 20
+_LINGER_SECONDS = 2.0
 
 
 class _Body:
@@ -127,7 +131,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._drain(body)
         else:
             self.close_connection = True  # the body (if any) was not read
+            body = _Body(self.rfile, length) if length and length > 0 else None
         self._send(response)
+        if self.close_connection and body is not None and body.remaining:
+            self._linger(body)
 
     def _content_length(self) -> int | None:
         value = self.headers.get("Content-Length")
@@ -148,6 +155,23 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         while body.read(_FILE_CHUNK):
+            pass
+
+    def _linger(self, body: _Body) -> None:
+        """Close gracefully after answering without reading the whole body: stop writing, then
+        discard what the client is still sending (bounded), so that closing with unread data
+        does not reset the connection and destroy the answer before the client reads it."""
+        try:
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(_LINGER_SECONDS)
+            budget = _LINGER_BYTES
+            while budget > 0 and body.remaining:
+                chunk = body.read(min(_FILE_CHUNK, budget))
+                if not chunk:
+                    break
+                budget -= len(chunk)
+        except OSError:  # the client went away or took too long: nothing more to do
             pass
 
     def _send(self, response: Response) -> None:

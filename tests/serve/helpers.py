@@ -49,7 +49,12 @@ def call(url: str, method: str = "GET", body: bytes | None = None, headers: dict
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
     try:
         path = parts.path + (f"?{parts.query}" if parts.query else "")
-        connection.request(method, path, body=body, headers=headers or {})
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+        except (BrokenPipeError, ConnectionResetError):
+            # The server may answer a too-large body (413) and close before reading all of it;
+            # its answer is still waiting in the socket, as a browser would read it.
+            pass
         response = connection.getresponse()
         return response.status, dict(response.getheaders()), response.read()
     finally:
