@@ -147,6 +147,7 @@ class Launcher:
 
     def __init__(self, folder: Path) -> None:
         import itertools
+        import os
         import subprocess
         import sys
         import threading
@@ -156,12 +157,16 @@ class Launcher:
         self._queues: dict = {}
         self._lock = threading.Lock()
         self._closed = False
+        # One compute thread per child: the runs of a test go side by side on a small machine, and
+        # OpenMP threads of several processes spinning for the same cores made tiny runs take
+        # seconds instead of a fraction of one. (How many threads compute changes nothing here.)
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         with open(folder / "launcher.log", "wb") as log:
             # Its own session: a Ctrl-C at the terminal reaches the test runner only, which then
             # closes the launcher (and so every child) in its teardown.
             self.proc = subprocess.Popen([sys.executable, "-m", "tests.reliability.interrupt_harness"],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, cwd=REPO_ROOT,
-                                         start_new_session=True)
+                                         env=env, start_new_session=True)
         self._reader = threading.Thread(target=self._read, name="launcher-events", daemon=True)
         self._reader.start()
         self._ready = False  # waited for at the first start, so the imports overlap other fixtures

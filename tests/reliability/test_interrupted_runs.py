@@ -126,16 +126,16 @@ def test_kill_9_leaves_no_placeholder_that_blocks_the_next_run(cli, tiny_model_d
     assert sf.info(str(folder / "rain_0.wav")).frames == 4800
 
 
-def test_every_file_of_an_output_is_published_with_it(tiny_model_dir, tmp_path):
+def test_every_file_of_an_output_is_published_with_it(cli, tiny_model_dir, tmp_path):
     """Audio, sidecar and spectrogram appear together, in a folder and at a file named with -o (FLAC
     here), replacing an older output there; no temporary file is left."""
-    from tests.conftest import run_cli
-
     folder, named = tmp_path / "folder", tmp_path / "named.flac"
-    for _ in range(2):  # the second run takes the next free name in the folder, and replaces named.flac
-        for out in (f"{folder}/", named):
-            result = run_cli("generate", "--model", tiny_model_dir, "rain", *FAST, "--spectrogram", "-o", out)
-            assert result.returncode == 0, result.stderr
+    for _ in range(2):  # the second round takes the next free name in the folder, and replaces named.flac
+        runs = [cli("generate", "--model", tiny_model_dir, "rain", *FAST, "--spectrogram", "-o", out)
+                for out in (f"{folder}/", named)]
+        for run in runs:
+            code, _, err = run.finish()
+            assert code == 0, err
     assert sorted(p.name for p in tmp_path.rglob("*")) == sorted([
         "folder", "rain_0.wav", "rain_0.wav.json", "rain_0.wav.png", "rain_0-2.wav", "rain_0-2.wav.json",
         "rain_0-2.wav.png", "named.flac", "named.flac.json", "named.flac.png"])
