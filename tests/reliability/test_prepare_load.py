@@ -19,4 +19,4 @@ def test_prepare_reports_exactly_the_broken_rows_and_keeps_the_good_ones(tmp_pat
     assert outcome.returncode == 0, outcome.stderr
     assert "Traceback" not in outcome.stderr, outcome.stderr
     assert outcome.problems == []
-    assert f"prepared 190 of 200 rows" in outcome.stdout
+    assert "prepared 190 of 200 rows" in outcome.stdout
