@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mka_core.atomic import atomic_write
-from mka_core.errors import InputError, NumericalError
+from mka_core.errors import InputError, NumericalError, WeightsError
 from training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from training.data.dataset import StreamSampler
 from training.distributed import DistInfo, all_reduce_mean, barrier, distributed_device, init_distributed
@@ -266,7 +266,16 @@ class Trainer:
         barrier(self.dist)
         if self.resume_from is not None:
             step, state = load_checkpoint(self.resume_from)
-            self.load_state(state)
+            try:
+                self.load_state(state)
+            except (RuntimeError, KeyError, ValueError) as exc:
+                # The checkpoint was written by a different model shape (a changed --set model.*
+                # or recipe): say so instead of torch's multi-line size-mismatch report.
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+                raise WeightsError(
+                    f"The checkpoint {self.resume_from} does not fit this run's model ({first[:300]}); resume with "
+                    "the recipe and --set values the run was started with, or start a new --out folder."
+                ) from exc
             self.log(f"resumed from {self.resume_from} at step {step}")
         self._wrap_distributed()
         for slot in self.target.slots.values():

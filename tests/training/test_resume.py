@@ -107,3 +107,17 @@ def test_torchrun_two_processes_train_with_gloo_and_one_writes(tmp_path, sound_m
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if "valid/" not in line]
     assert [r["step"] for r in records] == [1, 2, 3, 4]  # one writer, not two
     assert (run / "export" / "model_index.json").is_file()
+
+
+def test_resuming_from_a_checkpoint_of_another_model_shape_is_one_sentence(tmp_path, sound_manifest, tiny_model_dir):
+    from tests.conftest import assert_clean_error, run_cli
+
+    first = tmp_path / "first"
+    common = ["train", "diffusion", "--data", sound_manifest, "--set", f"model.vae={tiny_model_dir}",
+              "--set", "data.crop_frames=32", "--set", "run.batch_size=2", "--set", "run.checkpoint_every=1"]
+    done = run_cli(*common, "--steps", "1", "--out", first)
+    assert done.returncode == 0, done.stderr
+    checkpoint = latest_checkpoint(first)
+    wider = run_cli(*common, "--steps", "2", "--set", "model.unet_overrides={model_channels=64}",
+                    "--out", tmp_path / "second", "--resume", checkpoint)
+    assert_clean_error(wider, "does not fit this run's model", str(checkpoint))
