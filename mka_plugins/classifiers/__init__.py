@@ -1,0 +1,1 @@
+"""Built-in audio classifiers for ``mka eval`` that are registered as plugins (real-data evaluation)."""
