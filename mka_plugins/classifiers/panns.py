@@ -35,7 +35,7 @@ from torch import nn
 
 from mka_core.errors import InputError, WeightsError
 from mka_core.plugins.hookspecs import hookimpl
-from training.evaluation.classifier import AudioClassifier, ClassifierOutput
+from training.evaluation.classifier import AudioClassifier, ClassifierOutput, embed_in_length_batches
 
 NAME = "panns-cnn14"
 WEIGHTS_FILE = "Cnn14_mAP=0.431.pth"
@@ -253,23 +253,12 @@ class PannsCnn14Classifier(AudioClassifier):
     @torch.no_grad()
     def embed(self, waves: Sequence[torch.Tensor]) -> ClassifierOutput:
         waves = [_prepare(w) for w in waves]
-        if not waves:
-            return ClassifierOutput(torch.zeros(0, EMBED_DIM), torch.zeros(0, len(self.classes)))
-        embeddings: list[torch.Tensor | None] = [None] * len(waves)
-        probs: list[torch.Tensor | None] = [None] * len(waves)
-        # Clips of equal length share a batch (no padding), so a clip scores the same in any batch.
-        by_length: dict[int, list[int]] = {}
-        for index, wave in enumerate(waves):
-            by_length.setdefault(wave.numel(), []).append(index)
-        for indices in by_length.values():
-            for start in range(0, len(indices), self.batch_size):
-                chunk = indices[start : start + self.batch_size]
-                batch = torch.stack([waves[i] for i in chunk]).to(self.device)
-                embedding, logits = self.model(self.front_end(batch))
-                p = torch.sigmoid(logits.float())
-                for row, index in enumerate(chunk):
-                    embeddings[index], probs[index] = embedding[row].float().cpu(), p[row].cpu()
-        return ClassifierOutput(torch.stack(embeddings), torch.stack(probs))
+
+        def forward(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            embedding, logits = self.model(self.front_end(batch.to(self.device)))
+            return embedding, torch.sigmoid(logits.float())
+
+        return embed_in_length_batches(waves, self.batch_size, forward, EMBED_DIM, len(self.classes))
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "weights": self.weights}

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from pydantic import Field
@@ -43,6 +43,32 @@ class ClassifierOutput:
 
     embeddings: torch.Tensor
     probabilities: torch.Tensor
+
+
+def embed_in_length_batches(
+    waves: Sequence[torch.Tensor],
+    batch_size: int,
+    forward: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    embed_dim: int,
+    num_classes: int,
+) -> ClassifierOutput:
+    """Run ``forward`` (a ``[B, T]`` CPU batch -> embeddings ``[B, D]``, probabilities ``[B, C]``)
+    over 1-D clips, batching only clips of equal length (no padding), so a clip scores the same in
+    any batch; the outputs come back in the clips' order. For classifier plugins too."""
+    if not waves:
+        return ClassifierOutput(torch.zeros(0, embed_dim), torch.zeros(0, num_classes))
+    embeddings: list[torch.Tensor | None] = [None] * len(waves)
+    probs: list[torch.Tensor | None] = [None] * len(waves)
+    by_length: dict[int, list[int]] = {}
+    for index, wave in enumerate(waves):
+        by_length.setdefault(wave.numel(), []).append(index)
+    for indices in by_length.values():
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start : start + batch_size]
+            embedding, p = forward(torch.stack([waves[i] for i in chunk]))
+            for row, index in enumerate(chunk):
+                embeddings[index], probs[index] = embedding[row].float().cpu(), p[row].float().cpu()
+    return ClassifierOutput(torch.stack(embeddings), torch.stack(probs))
 
 
 class AudioClassifier:
@@ -176,23 +202,11 @@ class MelCnnClassifier(AudioClassifier):
     @torch.no_grad()
     def embed(self, waves: Sequence[torch.Tensor]) -> ClassifierOutput:
         waves = [_check_wave(w) for w in waves]
-        embeddings: list[torch.Tensor | None] = [None] * len(waves)
-        probs: list[torch.Tensor | None] = [None] * len(waves)
-        # Clips of equal length share a batch (no padding), so a clip scores the same in any batch.
-        by_length: dict[int, list[int]] = {}
-        for index, wave in enumerate(waves):
-            by_length.setdefault(wave.numel(), []).append(index)
-        for indices in by_length.values():
-            for start in range(0, len(indices), self.batch_size):
-                chunk = indices[start : start + self.batch_size]
-                batch = torch.stack([waves[i] for i in chunk]).to(self.device, torch.float32)
-                embedding, logits = self.model(self.front_end(batch))
-                p = self.probabilities(logits.float())
-                for row, index in enumerate(chunk):
-                    embeddings[index], probs[index] = embedding[row].float().cpu(), p[row].cpu()
-        if not waves:
-            return ClassifierOutput(torch.zeros(0, self.config.embed_dim), torch.zeros(0, len(self.classes)))
-        return ClassifierOutput(torch.stack(embeddings), torch.stack(probs))
+        def forward(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            embedding, logits = self.model(self.front_end(batch.to(self.device, torch.float32)))
+            return embedding, self.probabilities(logits.float())
+
+        return embed_in_length_batches(waves, self.batch_size, forward, self.config.embed_dim, len(self.classes))
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, folder: str | Path, training: dict[str, Any] | None = None) -> Path:
@@ -308,5 +322,5 @@ def _plugin_class(name: str, where: str):
     return cls
 
 
-__all__ = ["AudioClassifier", "ClassifierOutput", "MelCnn", "MelCnnClassifier", "MelCnnConfig", "load_classifier",
+__all__ = ["AudioClassifier", "ClassifierOutput", "embed_in_length_batches", "MelCnn", "MelCnnClassifier", "MelCnnConfig", "load_classifier",
            "registered_classifiers", "save_mel_cnn", "CLASSIFIER_JSON", "CLASSIFIER_WEIGHTS"]
