@@ -129,13 +129,10 @@ def mel_bin_centres(n_mels: int, sample_rate: int, fmin: float = 0.0, fmax: floa
 # -- ranges and boxes ---------------------------------------------------------------------------
 
 
-_shown = shown  # user text quoted in a message: one line, short
-
-
 def _from_ranges(spec: str, geo: _Geometry) -> np.ndarray:
     items = [item.strip() for item in spec.split(",")]
     if not spec.strip() or any(not item for item in items):
-        raise InputError(f"The mask '{_shown(spec)}' has an empty range; write {RANGE_SYNTAX}, separated by commas.")
+        raise InputError(f"The mask '{shown(spec)}' has an empty range; write {RANGE_SYNTAX}, separated by commas.")
     grid = np.zeros((geo.n_mels, geo.frames), dtype=np.float32)
     for item in items:
         time_part, _, freq_part = item.partition("@")
@@ -149,13 +146,13 @@ def _from_ranges(spec: str, geo: _Geometry) -> np.ndarray:
 def _parse_time_range(text: str, item: str, geo: _Geometry) -> tuple[float, float]:
     match = _TIME_RANGE.match(text)
     if not match:
-        raise InputError(f"The mask range '{_shown(item)}' is malformed; write {RANGE_SYNTAX}.")
+        raise InputError(f"The mask range '{shown(item)}' is malformed; write {RANGE_SYNTAX}.")
     start, end = float(match.group(1)), float(match.group(2))
     if start >= end:
-        raise InputError(f"The mask range '{_shown(item)}' is empty: its start ({start:g} s) must come before its end ({end:g} s).")
+        raise InputError(f"The mask range '{shown(item)}' is empty: its start ({start:g} s) must come before its end ({end:g} s).")
     if int(round(end * geo.sample_rate)) > geo.num_samples:
         raise InputError(
-            f"The mask range '{_shown(item)}' ends at {end:g} s, after the end of the audio ({geo.duration:.3f} s long)."
+            f"The mask range '{shown(item)}' ends at {end:g} s, after the end of the audio ({geo.duration:.3f} s long)."
         )
     return start, end
 
@@ -163,19 +160,19 @@ def _parse_time_range(text: str, item: str, geo: _Geometry) -> tuple[float, floa
 def _parse_freq_range(text: str, item: str, geo: _Geometry) -> np.ndarray:
     match = _FREQ_RANGE.match(text)
     if not match:
-        raise InputError(f"The frequency part of the mask box '{_shown(item)}' is malformed; write {RANGE_SYNTAX}.")
+        raise InputError(f"The frequency part of the mask box '{shown(item)}' is malformed; write {RANGE_SYNTAX}.")
     low = float(match.group(1)) * (1000.0 if match.group(2) else 1.0)
     high = float(match.group(3)) * (1000.0 if match.group(4) else 1.0)
     if low >= high:
-        raise InputError(f"The mask box '{_shown(item)}' has an empty frequency range: {low:g} Hz must be below {high:g} Hz.")
+        raise InputError(f"The mask box '{shown(item)}' has an empty frequency range: {low:g} Hz must be below {high:g} Hz.")
     if high > geo.fmax + 1e-6:
         raise InputError(
-            f"The mask box '{_shown(item)}' reaches {high:g} Hz, above the mel spectrogram's top frequency ({geo.fmax:g} Hz)."
+            f"The mask box '{shown(item)}' reaches {high:g} Hz, above the mel spectrogram's top frequency ({geo.fmax:g} Hz)."
         )
     centres = geo.bin_centres()
     rows = (centres >= low) & (centres <= high)
     if not rows.any():
-        raise InputError(f"The mask box '{_shown(item)}' contains no mel bin centre between {low:g} and {high:g} Hz; widen it.")
+        raise InputError(f"The mask box '{shown(item)}' contains no mel bin centre between {low:g} and {high:g} Hz; widen it.")
     return rows
 
 
