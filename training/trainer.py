@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mka_core.atomic import atomic_write
-from mka_core.errors import InputError, NumericalError, WeightsError
+from mka_core.errors import InputError, NumericalError
 from training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from training.data.dataset import StreamSampler
 from training.distributed import DistInfo, all_reduce_mean, barrier, distributed_device, init_distributed
@@ -155,8 +155,15 @@ class Trainer:
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
+        from mka_core.weights import load_fitting_state
+
         for name, weights in state["modules"].items():
-            self.target.slots[name].module.load_state_dict(weights)
+            # A checkpoint of another model shape (a changed recipe or --set model.*) is one
+            # sentence; the optimizers and EMA below have the modules' shapes once these fit.
+            load_fitting_state(self.target.slots[name].module, weights, self.resume_from or "the checkpoint",
+                               what=f"this run's model ('{name}')",
+                               fix="resume with the recipe and --set values the run was started with, "
+                                   "or start a new --out folder")
         for name, opt_state in state["optimizers"].items():
             self.optimizers[name].load_state_dict(opt_state)
         for name, sched_state in state["schedulers"].items():
@@ -266,16 +273,7 @@ class Trainer:
         barrier(self.dist)
         if self.resume_from is not None:
             step, state = load_checkpoint(self.resume_from)
-            try:
-                self.load_state(state)
-            except (RuntimeError, KeyError, ValueError) as exc:
-                # The checkpoint was written by a different model shape (a changed --set model.*
-                # or recipe): say so instead of torch's multi-line size-mismatch report.
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-                raise WeightsError(
-                    f"The checkpoint {self.resume_from} does not fit this run's model ({first[:300]}); resume with "
-                    "the recipe and --set values the run was started with, or start a new --out folder."
-                ) from exc
+            self.load_state(state)
             self.log(f"resumed from {self.resume_from} at step {step}")
         self._wrap_distributed()
         for slot in self.target.slots.values():
