@@ -22,6 +22,8 @@ from mka_core.errors import InputError, MkaError
 
 #: Flags that only make sense when mka eval generates the audio itself.
 GENERATION_FLAGS = ("model", "steps", "sampler", "guidance", "duration", "save_audio", "dtype")
+#: Of those, the ones that have no meaning when the references are resynthesised.
+SAMPLING_FLAGS = ("steps", "sampler", "guidance", "duration", "save_audio")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the pipeline to evaluate: a folder or a name in $MKA_HOME/models (default: the embedded model)")
     parser.add_argument("--generated", metavar="TSV|DIR", default=None,
                         help="score audio generated earlier (a manifest, or a folder of <name>.wav) instead of generating")
+    parser.add_argument("--resynthesize", metavar="PATH", default=None, choices=("vocoder", "vae"),
+                        help="score the model's parts on the references' own mels instead of generating: 'vocoder' "
+                             "(mel -> vocoder) or 'vae' (mel -> VAE -> vocoder)")
     parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
     parser.add_argument("--sampler", default=None, help="ddim or dpm++2m (default: the model's)")
     parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the model's)")
@@ -93,6 +98,12 @@ def _check_eval_args(args: argparse.Namespace) -> None:
         given = [f"--{name.replace('_', '-')}" for name in GENERATION_FLAGS if getattr(args, name) is not None]
         if given:
             raise InputError(f"--generated scores audio made earlier, so drop {', '.join(given)} (generation options).")
+        if args.resynthesize is not None:
+            raise InputError("--generated and --resynthesize are two different sources of audio; give one of them.")
+    if args.resynthesize is not None:
+        given = [f"--{name.replace('_', '-')}" for name in SAMPLING_FLAGS if getattr(args, name) is not None]
+        if given:
+            raise InputError(f"--resynthesize rebuilds the references without sampling, so drop {', '.join(given)}.")
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit must be at least 1, got {args.limit}.")
     if args.batch_size < 1:
@@ -154,7 +165,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.generated is not None:
         generated = ev.find_generated(args.generated)
         rows, unmatched = ev.match_generated(rows, generated, args.generated)
-    else:
+    elif args.resynthesize is None:
         ev.check_captions(rows, args.manifest)
     device = resolve_device(args.device)
     classifier = load_classifier(args.classifier, device=device)
@@ -170,6 +181,10 @@ def run_eval(args: argparse.Namespace) -> int:
         model_dir = resolve_model(args.model)
         pipe = Pipeline.from_pretrained(model_dir, device=device, dtype=args.dtype or "float32")
         defaults = pipe.config.defaults
+    if args.resynthesize is not None:
+        settings.update(resynthesize=args.resynthesize)
+        batches = ev.resynthesized_pairs(pipe, rows, args.resynthesize, batch_size=args.batch_size)
+    elif generated is None:
         settings.update(steps=args.steps or defaults.steps, sampler=args.sampler or defaults.sampler,
                         guidance=defaults.guidance if args.guidance is None else args.guidance, duration=args.duration)
         gen = ev.GenerationSettings(steps=args.steps, sampler=args.sampler, guidance=args.guidance, seed=args.seed,
@@ -179,10 +194,11 @@ def run_eval(args: argparse.Namespace) -> int:
     else:
         batches = ev.stored_pairs(rows, generated, batch_size=args.batch_size)
 
+    mode = "generated" if generated is not None else f"resynthesize-{args.resynthesize}" if args.resynthesize else "generate"
     board = ev.Scoreboard(classifier, clap, accuracy=want_accuracy)
-    _consume(batches, board, len(rows), quiet=args.quiet, label="generating" if generated is None else "scoring")
+    _consume(batches, board, len(rows), quiet=args.quiet, label="generating" if mode == "generate" else "scoring")
     report = build_report(
-        mode="generate" if generated is None else "generated", manifest=str(Path(args.manifest).resolve()),
+        mode=mode, manifest=str(Path(args.manifest).resolve()),
         model=str(model_dir) if model_dir else None, generated=str(args.generated) if args.generated else None,
         classifier={**classifier.describe(), "source": str(args.classifier)}, clap={"available": clap.scorer is not None, "source": clap.source,
                                                 "reason": clap.reason},

@@ -136,6 +136,43 @@ def _generated_row(row: ManifestRow, file: str, meta: dict[str, Any]) -> Manifes
                        duration=meta.get("duration"), extra=extra)
 
 
+# -- pairs resynthesised from the references ----------------------------------------------------------
+
+#: What ``mka eval --resynthesize`` sends each reference clip through before scoring it.
+RESYNTHESIS_PATHS = ("vocoder", "vae")
+
+
+def resynthesized_pairs(pipe, rows: Sequence[ManifestRow], through: str, *,
+                        batch_size: int = 8) -> Iterator[list[Pair]]:
+    """Each reference clip rebuilt from its own mel, to score the model's parts without the diffusion.
+
+    ``vocoder``: waveform -> mel -> vocoder (copy synthesis: the vocoder's ceiling).
+    ``vae``: waveform -> mel -> VAE encoder (posterior mean) -> decoder -> vocoder (the
+    ceiling of everything below the U-Net). The mel is cut to a whole number of the VAE's
+    frames so both paths produce the same length.
+    """
+    if through not in RESYNTHESIS_PATHS:
+        raise InputError(f"--resynthesize takes {' or '.join(RESYNTHESIS_PATHS)}, got '{through}'.")
+    granule = pipe.vae_factor
+    batch: list[Pair] = []
+    for row in rows:
+        ref = reference_wave(row, pipe.config.max_duration)
+        mel = pipe.mel(ref[None])
+        frames = mel.shape[-1] // granule * granule
+        if frames < granule:
+            raise InputError(f"The reference clip of row '{row.name}' is shorter than the model's "
+                             f"{granule} mel frames per latent column.")
+        mel = mel[..., :frames]
+        if through == "vae":
+            mel = pipe.decode_latents(pipe.encode_mel(mel))
+        batch.append(Pair(row, ref, pipe.vocode(mel)[0].float().cpu()))
+        if len(batch) >= max(1, batch_size):
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 # -- pairs made earlier --------------------------------------------------------------------------------
 
 

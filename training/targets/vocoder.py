@@ -36,7 +36,7 @@ from training.targets.common import ConditionerSection, detached_copy, load_rows
 
 class VocoderModelSection(ConditionerSection):
     vocoder: Literal["hifigan", "bigvgan"] = "hifigan"
-    vocoder_preset: str = Field("tiny", description="hifigan: v1 | tiny; bigvgan: base | tiny")
+    vocoder_preset: str = Field("tiny", description="hifigan: v1 | v2 | tiny; bigvgan: base | tiny")
     init: str = Field("", description="a vocoder or pipeline folder to fine-tune")
     segment_frames: int = Field(32, ge=4, description="mel frames per training segment (32 = 8192 samples)")
     disc_channel_divisor: int = Field(1, ge=1, description="narrower discriminators (tiny runs)")

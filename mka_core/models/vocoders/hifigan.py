@@ -57,12 +57,15 @@ class HiFiGANConfig(StrictModel):
 
     @classmethod
     def preset(cls, name: str) -> "HiFiGANConfig":
-        """``v1`` (alias ``base``): HiFi-GAN V1 at 16 kHz / hop 256; ``tiny``: 32 initial channels."""
+        """``v1`` (alias ``base``): HiFi-GAN V1 at 16 kHz / hop 256; ``v2``: the published V2 width
+        (128 initial channels, 0.9 M parameters: the small vocoder a CPU can train); ``tiny``: 32."""
         if name in ("v1", "base"):
             return cls()
+        if name == "v2":
+            return cls(upsample_initial_channel=128)
         if name == "tiny":
             return cls(upsample_initial_channel=32)
-        raise InputError(f"Unknown HiFi-GAN preset '{name}'; valid presets are 'v1' (alias 'base') and 'tiny'.")
+        raise InputError(f"Unknown HiFi-GAN preset '{name}'; valid presets are 'v1' (alias 'base'), 'v2' and 'tiny'.")
 
 
 class ResBlock1(nn.Module):
