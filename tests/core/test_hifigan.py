@@ -51,6 +51,18 @@ def test_v1_preset_and_parameter_count():
     assert ours == sum(v.numel() for v in ref_state.values()) == V1_PARAMETERS
 
 
+def test_v2_preset_is_the_published_v2_width():
+    # HiFi-GAN's config_v2.json: V1's layout (same upsampling, kernels, dilations) at 128
+    # initial channels instead of 512.
+    cfg = HiFiGANConfig.preset("v2")
+    assert cfg.upsample_initial_channel == 128 and cfg.upsample_rates == [8, 8, 2, 2]
+    assert cfg.resblock_dilation_sizes == HiFiGANConfig.preset("v1").resblock_dilation_sizes
+    with torch.device("meta"):
+        ours = sum(p.numel() for p in HiFiGANVocoder(cfg).parameters())
+        ref_state = _reference_for_meta(cfg)
+    assert ours == sum(v.numel() for v in ref_state.values()) == 925_985
+
+
 def _reference_for_meta(cfg: HiFiGANConfig) -> dict[str, torch.Tensor]:
     ref = RefHiFiGAN(
         cfg.num_mels, cfg.upsample_rates, cfg.upsample_kernel_sizes, cfg.upsample_initial_channel,
