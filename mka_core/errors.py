@@ -18,6 +18,19 @@ class InputError(MkaError):
     """An input file, value or option is invalid."""
 
 
+class AudioFileError(InputError):
+    """An audio file cannot be used; ``reason`` says why in a word callers can branch on.
+
+    Reasons: ``missing``, ``folder``, ``permission``, ``unreadable`` (not an audio format
+    soundfile knows), ``corrupt`` (the header reads, the samples do not), ``empty``,
+    ``non-finite`` (NaN or Inf samples).
+    """
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class WeightsError(MkaError):
     """Weights are missing, corrupt, unsafe to load or of the wrong family."""
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from mka_core.atomic import atomic_write
-from mka_core.errors import InputError
+from mka_core.errors import AudioFileError, InputError
 
 #: Extensions save_audio writes, with their libsndfile container.
 WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}
@@ -77,36 +77,39 @@ def load_audio(path: str | Path, sample_rate: int = 16000, *, max_seconds: float
     ``max_seconds``: keep only the first ``max_seconds`` of the file (only that part is
     decoded, so a long file costs no memory); None reads it all.
     Every problem (missing file, folder, unreadable format, empty audio, NaN/Inf samples) is an
-    :class:`InputError` with one sentence.
+    :class:`~mka_core.errors.AudioFileError` (an :class:`InputError`) with one sentence and a reason.
     """
     import soundfile as sf
 
     path = Path(path).expanduser()
     if not path.exists():
-        raise InputError(f"Audio file {path} does not exist.")
+        raise AudioFileError(f"Audio file {path} does not exist.", "missing")
     if path.is_dir():
-        raise InputError(f"{path} is a folder, not an audio file; give the path of a file inside it.")
+        raise AudioFileError(f"{path} is a folder, not an audio file; give the path of a file inside it.", "folder")
     if not os.access(path, os.R_OK):
-        raise InputError(f"Audio file {path} cannot be read (permission denied).")
+        raise AudioFileError(f"Audio file {path} cannot be read (permission denied).", "permission")
     if max_seconds is not None and not max_seconds > 0:
         raise InputError(f"max_seconds must be positive, got {max_seconds}.")
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise InputError(
-            f"Cannot read {path} as audio ({_short(exc)}); use wav, flac, ogg or mp3, or convert it with ffmpeg."
+        raise AudioFileError(
+            f"Cannot read {path} as audio ({_short(exc)}); use wav, flac, ogg or mp3, or convert it with ffmpeg.",
+            "unreadable",
         ) from exc
     if info.frames == 0 or info.samplerate <= 0 or info.channels <= 0:
-        raise InputError(f"Audio file {path} is empty (0 samples).")
+        raise AudioFileError(f"Audio file {path} is empty (0 samples).", "empty")
     frames = -1 if max_seconds is None else max(1, int(math.ceil(max_seconds * info.samplerate)))
     try:
         data, rate = sf.read(str(path), frames=frames, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as exc:
-        raise InputError(f"Cannot decode {path} ({_short(exc)}); the file may be truncated or corrupt.") from exc
+        raise AudioFileError(f"Cannot decode {path} ({_short(exc)}); the file may be truncated or corrupt.",
+                             "corrupt") from exc
     if data.shape[0] == 0:
-        raise InputError(f"Audio file {path} is empty (0 samples).")
+        raise AudioFileError(f"Audio file {path} is empty (0 samples).", "empty")
     if not np.isfinite(data).all():
-        raise InputError(f"Audio file {path} contains NaN or infinite samples; re-export it from its source.")
+        raise AudioFileError(f"Audio file {path} contains NaN or infinite samples; re-export it from its source.",
+                             "non-finite")
     # float64 accumulation: the mean of many channels loses nothing to rounding.
     mono = torch.from_numpy(data.mean(axis=1, dtype=np.float64))
     wave = resample(mono, int(rate), int(sample_rate)).float().contiguous()

@@ -118,10 +118,12 @@ def test_other_sample_rate_argument(tmp_path):
 
 # -- errors ----------------------------------------------------------------------------------------
 def test_missing_file_and_folder(tmp_path):
-    with pytest.raises(InputError, match="does not exist"):
+    with pytest.raises(InputError, match="does not exist") as info:
         load_audio(tmp_path / "missing.wav")
-    with pytest.raises(InputError, match="folder"):
+    assert info.value.reason == "missing"
+    with pytest.raises(InputError, match="folder") as info:
         load_audio(tmp_path)
+    assert info.value.reason == "folder"
 
 
 @pytest.mark.parametrize("name,content", [("bad.wav", b"RIFF\x00\x00garbage" * 10), ("notes.mp3", b"just some text\n"),
@@ -132,13 +134,15 @@ def test_unreadable_formats(tmp_path, name, content):
     with pytest.raises(InputError, match="Cannot read") as info:
         load_audio(path)
     assert str(info.value).count(". ") == 0 and str(info.value).endswith(".")  # one sentence
+    assert info.value.reason == "unreadable"
 
 
 def test_empty_audio(tmp_path):
     empty = tmp_path / "empty.wav"
     sf.write(empty, np.zeros(0), RATE)
-    with pytest.raises(InputError, match="empty"):
+    with pytest.raises(InputError, match="empty") as info:
         load_audio(empty)
+    assert info.value.reason == "empty"
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -147,8 +151,9 @@ def test_non_finite_samples_are_refused(tmp_path, bad):
     data = np.array([0.0, 0.1, -0.1] * 100)
     data[150] = bad
     sf.write(path, data, RATE, subtype="FLOAT")
-    with pytest.raises(InputError, match="NaN or infinite"):
+    with pytest.raises(InputError, match="NaN or infinite") as info:
         load_audio(path)
+    assert info.value.reason == "non-finite"
 
 
 # -- writing ---------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from mka_core.atomic import atomic_write
-from mka_core.errors import InputError
+from mka_core.errors import AudioFileError, InputError
 from training.data.manifest import ManifestRow, write_manifest
 from training.data.screening import Dropped, write_dropped
 
@@ -55,6 +55,9 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 _FRONTEND = None
 
+#: The dropped-file report's wording for each reason load_audio gives.
+_DROP_REASONS = {"missing": "missing file", "non-finite": "NaN or Inf samples", "empty": "empty audio"}
+
 
 def _frontend(sample_rate: int):
     global _FRONTEND
@@ -80,16 +83,8 @@ def prepare_one(row: ManifestRow, stem: str, settings: PrepareSettings) -> Verdi
         return Verdict(row, "no audio_path")
     try:
         wave = load_audio(row.audio_path, settings.sample_rate, max_seconds=settings.max_seconds)
-    except InputError as exc:
-        # Classified by what load_audio says, not by the path it quotes (a folder named "empty").
-        message = str(exc).replace(str(Path(row.audio_path).expanduser()), "").replace(row.audio_path, "")
-        if "does not exist" in message:
-            return Verdict(row, "missing file")
-        if "NaN" in message:
-            return Verdict(row, "NaN or Inf samples")
-        if "empty" in message:
-            return Verdict(row, "empty audio")
-        return Verdict(row, "unreadable audio")
+    except AudioFileError as exc:
+        return Verdict(row, _DROP_REASONS.get(exc.reason, "unreadable audio"))
     except Exception as exc:  # noqa: BLE001 - any decoder failure is a verdict, not a crash
         return Verdict(row, f"unreadable audio ({type(exc).__name__})")
     seconds = wave.numel() / settings.sample_rate
