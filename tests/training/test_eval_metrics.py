@@ -137,3 +137,76 @@ def test_accuracy_counts_a_top_class_among_the_row_labels():
 def test_metrics_reject_non_finite_values():
     with pytest.raises(InputError, match="NaN"):
         metrics.frechet_distance_features(np.array([[0.0, np.nan], [1.0, 2.0]]), np.ones((2, 2)))
+
+
+# -- mka eval compare --------------------------------------------------------------------------------
+def _report(correct, kl, fd=1.0, manifest="m.tsv"):
+    items = [{"name": f"clip{i}", "correct": c, "kl": k} for i, (c, k) in enumerate(zip(correct, kl))]
+    return {"manifest": manifest, "metrics": {"fd": fd}, "items": items}
+
+
+def test_mcnemar_exact_p_matches_the_binomial_tail():
+    from training.evaluation.compare import mcnemar_exact_p
+
+    assert mcnemar_exact_p(0, 0) == 1.0
+    assert mcnemar_exact_p(1, 1) == 1.0
+    # 7 vs 1 discordant: 2 * P(X <= 1), X ~ Binomial(8, 1/2) = 2 * 9/256.
+    assert mcnemar_exact_p(7, 1) == pytest.approx(18 / 256)
+    assert mcnemar_exact_p(1, 7) == mcnemar_exact_p(7, 1)
+    assert mcnemar_exact_p(10, 0) == pytest.approx(2 / 1024)
+
+
+def test_compare_pairs_clips_by_name_and_calls_a_clear_difference():
+    from training.evaluation.compare import compare_reports, verdict
+
+    a = _report([True] * 40 + [False] * 10, [0.5] * 50, fd=10.0)
+    b = _report([True] * 50, [0.3] * 50, fd=8.0)
+    b["items"].reverse()  # order does not matter, names do
+    result = compare_reports(a, b)
+    assert result["clips"] == 50
+    acc = result["accuracy"]
+    assert (acc["a"], acc["b"], acc["right_only_in_a"], acc["right_only_in_b"]) == (0.8, 1.0, 0, 10)
+    assert acc["p_value"] == pytest.approx(2 / 1024)
+    assert result["kl"]["difference"] == pytest.approx(-0.2) and result["kl"]["interval_95"][1] < 0
+    assert result["fd"] == {"a": 10.0, "b": 8.0}
+    assert "accuracy better" in verdict(result) and "KL better" in verdict(result)
+
+
+def test_compare_reads_small_differences_as_noise():
+    from training.evaluation.compare import compare_reports, verdict
+
+    rng = np.random.default_rng(1)
+    kl = rng.uniform(0, 2, 60)
+    a = _report([i % 3 > 0 for i in range(60)], kl)
+    flipped = [i % 3 > 0 for i in range(60)]
+    flipped[0], flipped[1] = True, False  # one clip gained, one lost
+    b = _report(flipped, kl + rng.normal(0, 0.3, 60))
+    result = compare_reports(a, b)
+    assert result["accuracy"]["p_value"] == 1.0
+    low, high = result["kl"]["interval_95"]
+    assert low < 0 < high
+    assert "equal within the noise" in verdict(result)
+
+
+def test_compare_cli_and_its_errors(tmp_path):
+    import json
+
+    from tests.conftest import assert_clean_error, run_cli
+
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(_report([True, False, True, True], [0.1, 0.9, 0.2, 0.3])))
+    b.write_text(json.dumps(_report([True, True, True, True], [0.1, 0.5, 0.2, 0.3], manifest="other.tsv")))
+    out = tmp_path / "cmp.json"
+    result = run_cli("eval", "compare", a, b, "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert "McNemar p = 1.000" in result.stdout and "different manifests" in result.stdout
+    written = json.loads(out.read_text())
+    assert written["accuracy"]["right_only_in_b"] == 1 and written["clips"] == 4
+
+    assert_clean_error(run_cli("eval", "compare", a, tmp_path / "missing.json"), "does not exist")
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    assert_clean_error(run_cli("eval", "compare", a, broken), "not a JSON report")
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"metrics": {}, "items": [{"name": "zzz", "kl": 0.1}]}))
+    assert_clean_error(run_cli("eval", "compare", a, other), "share no clip")

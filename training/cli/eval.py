@@ -63,6 +63,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            description="Train the built-in mel-CNN classifier on a manifest with a 'labels' column.")
     add_train_arguments(child)
     child.set_defaults(_eval_run=run_train_classifier)
+    child = sub.add_parser("compare", help="compare two reports clip by clip: is B better or worse than A beyond the noise",
+                           description="Compare two `mka eval` reports made on the same references, clip by clip: "
+                                       "McNemar's exact test for accuracy, a bootstrap interval for KL.")
+    child.add_argument("report_a", metavar="A.json", help="the baseline report")
+    child.add_argument("report_b", metavar="B.json", help="the report compared with it")
+    child.add_argument("--out", dest="compare_out", default=None, metavar="JSON", help="also write the comparison as JSON")
+    child.set_defaults(_eval_run=run_compare)
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -275,6 +282,23 @@ def run_train_classifier(args: argparse.Namespace) -> int:
     save_mel_cnn(model, out, training=summary)
     print(f"held-out accuracy {100 * summary['valid_accuracy']:.1f} % (epoch {summary['best_epoch']} of "
           f"{summary['epochs']}, {summary['valid_clips']} clips, {len(classes)} classes); classifier: {out}")
+    return 0
+
+
+# -- mka eval compare ------------------------------------------------------------------------------
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from mka_core.weights import write_json
+    from training.evaluation.compare import compare_reports, load_report, print_comparison
+
+    comparison = compare_reports(load_report(args.report_a), load_report(args.report_b))
+    if args.compare_out:
+        out = Path(args.compare_out).expanduser()
+        if out.is_dir():
+            raise InputError(f"--out {out} is a folder; give the path of a JSON file.")
+        write_json(out, {"a": str(args.report_a), "b": str(args.report_b), **comparison})
+    print_comparison(comparison, str(args.report_a), str(args.report_b))
     return 0
 
 
