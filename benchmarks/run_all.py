@@ -1,7 +1,7 @@
 """Run every mka benchmark in one process, print the tables and write one JSON file.
 
     python -m benchmarks.run_all --quick          # a smoke run (minutes on a CPU)
-    python -m benchmarks.run_all                  # the full set (about an hour on 2 CPU cores)
+    python -m benchmarks.run_all                  # the full set (about 25 minutes on 2 CPU cores)
     python -m benchmarks.run_all --only unet e2e  # some sections
 
 The device is CUDA when available, else the CPU (``--device`` overrides); every row names it.
