@@ -19,6 +19,7 @@ if __package__ in (None, ""):
 from benchmarks import bench_decode, bench_e2e, bench_peak, bench_throughput, bench_train, bench_unet
 from benchmarks.common import (ROOT, Context, Row, context_from_args, cpu_has_native_bf16, parser, print_table,
                                write_json)
+from mka_core.pipeline import GenerationDefaults
 
 SECTIONS = {
     "peak": ("Matmul peak", bench_peak.run),
@@ -49,7 +50,8 @@ def targets(ctx: Context, rows: list[Row]) -> list[Row]:
                        note=("met" if step.ratio <= 1.3 else "NOT met") + f" ({step.case})"))
     # The default sampler with the released model's vocoder; on a CPU without bf16 instructions
     # a bfloat16 request runs float32, so the float32 row is the figure.
-    case = bench_e2e.case_name("dpm++2m", 25, "bigvgan")
+    defaults = GenerationDefaults()
+    case = bench_e2e.case_name(defaults.sampler, defaults.steps, "bigvgan")
     clip = find("e2e", case, "bfloat16")
     ran = "bfloat16"
     if clip is None and not cpu_has_native_bf16():
