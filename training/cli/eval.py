@@ -96,19 +96,24 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 # -- mka eval ----------------------------------------------------------------------------------------
 
 
+def _given_flags(args: argparse.Namespace, names: tuple[str, ...]) -> list[str]:
+    """The flags among ``names`` that the user gave, spelled as typed (``--save-audio``)."""
+    return [f"--{name.replace('_', '-')}" for name in names if getattr(args, name) is not None]
+
+
 def _check_eval_args(args: argparse.Namespace) -> None:
     if not args.manifest:
         raise InputError("Give the reference manifest with --manifest (or run `mka eval train-classifier`).")
     if not args.classifier:
         raise InputError("Give an audio classifier with --classifier (a folder made by `mka eval train-classifier`).")
     if args.generated is not None:
-        given = [f"--{name.replace('_', '-')}" for name in GENERATION_FLAGS if getattr(args, name) is not None]
+        given = _given_flags(args, GENERATION_FLAGS)
         if given:
             raise InputError(f"--generated scores audio made earlier, so drop {', '.join(given)} (generation options).")
         if args.resynthesize is not None:
             raise InputError("--generated and --resynthesize are two different sources of audio; give one of them.")
     if args.resynthesize is not None:
-        given = [f"--{name.replace('_', '-')}" for name in SAMPLING_FLAGS if getattr(args, name) is not None]
+        given = _given_flags(args, SAMPLING_FLAGS)
         if given:
             raise InputError(f"--resynthesize rebuilds the references without sampling, so drop {', '.join(given)}.")
     if args.limit is not None and args.limit < 1:
