@@ -17,6 +17,12 @@ optional condition (without one, generation is unconditional). Two variants:
   every sampler step the known region of the latents is replaced by the input's latents
   noised to that step. Cheaper to get, weaker at the seams than a fine-tuned model.
 
+Without ``variant`` the task runs ``finetuned`` on a model with an inpainting U-Net and
+``blend`` on any other (the embedded default, a ``mka new-model`` folder): the only variant such
+a model can run, chosen with a Python warning (``mka: warning: inpaint: ...`` at the CLI) and
+recorded in every output's metadata (``variant``, and ``variant_chosen``: ``automatic``,
+``default`` or ``asked``). ``variant=finetuned`` on a model without one stays an error.
+
 Both variants composite the result in mel space, ``out = mask * generated + (1 - mask) *
 input``, so the unmasked region of the output mel *is* the input's mel.
 
@@ -29,6 +35,7 @@ input channels with zero weights, so it starts out computing exactly the text-to
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Literal
 
 import torch
@@ -44,6 +51,9 @@ from mka_core.tasks import Task, TaskOutput, TaskRequest
 MASKED_LATENT, MASK = "masked_latent", "mask"
 #: The log-mel value of silence (log10 of the front end's 1e-5 magnitude floor).
 DEFAULT_MEL_FLOOR = math.log10(1e-5)
+#: The note given when the default variant falls back to ``blend`` (shown as ``mka: warning: ...`` by the CLI).
+AUTO_BLEND_NOTE = ("inpaint: this model has no inpainting U-Net, so the training-free variant 'blend' "
+                   "(latent blending) runs; a model fine-tuned with `mka train inpaint` runs 'finetuned'.")
 
 
 class InpaintOptions(StrictModel):
@@ -53,7 +63,8 @@ class InpaintOptions(StrictModel):
         None,
         description=(
             "finetuned: a U-Net fine-tuned for inpainting (the default when the model has one); "
-            "blend: training-free inpainting by latent blending, with any text-to-audio model."
+            "blend: training-free inpainting by latent blending, with any text-to-audio model "
+            "(the default, with a warning, when the model has no inpainting U-Net)."
         ),
     )
 
@@ -78,6 +89,11 @@ class InpaintTask(Task):
 
     def run(self, pipeline, request: TaskRequest) -> TaskOutput:
         variant = resolve_variant(pipeline, request.options.variant)
+        chosen = "asked" if request.options.variant is not None else "default"
+        if request.options.variant is None and variant == "blend":
+            # Only the training-free variant can run on this model: run it, and say so once per request.
+            chosen = "automatic"
+            warnings.warn(AUTO_BLEND_NOTE, stacklevel=2)
         mel = pipeline.init_mel(request)
         mask = request.mask.to(mel.device, torch.float32)
         small_mask = latent_mask(mask, pipeline.vae_factor)
@@ -89,7 +105,7 @@ class InpaintTask(Task):
             latents = pipeline.sample(request, extra_channels=extra)
         generated = pipeline.decode_latents(latents)
         out = mask * generated + (1 - mask) * mel
-        return TaskOutput(mel=out, latents=latents, metadata={"variant": variant})
+        return TaskOutput(mel=out, latents=latents, metadata={"variant": variant, "variant_chosen": chosen})
 
 
 # -- the inpainting inputs -------------------------------------------------------------------------
@@ -105,17 +121,19 @@ def has_inpainting_inputs(pipeline) -> bool:
 
 
 def resolve_variant(pipeline, variant: str | None) -> str:
-    """The variant to run: the one asked for, else ``finetuned`` when the model supports it."""
-    channels, latent = pipeline.unet.config.in_channels, pipeline.vae.config.embed_dim
+    """The variant to run: the one asked for; by default ``finetuned`` when the model has an
+    inpainting U-Net, else ``blend`` (the only variant such a model can run)."""
     if variant == "blend":
         return "blend"
     if has_inpainting_inputs(pipeline):
         return "finetuned"
-    asked = "variant=finetuned needs" if variant == "finetuned" else "the default variant needs"
+    if variant is None:
+        return "blend"
+    channels, latent = pipeline.unet.config.in_channels, pipeline.vae.config.embed_dim
     raise InputError(
-        f"This model's U-Net takes {channels} input channels, not an inpainting U-Net's {2 * latent + 1}, and "
-        f"{asked} one; pass --task-option variant=blend (training-free latent blending) or fine-tune an "
-        "inpainting model from it."
+        f"This model's U-Net takes {channels} input channels, not an inpainting U-Net's {2 * latent + 1}, so it "
+        "cannot run variant=finetuned; ask for variant=blend (training-free latent blending) or leave the variant "
+        "unset, or fine-tune an inpainting model from it (mka train inpaint)."
     )
 
 
