@@ -297,11 +297,13 @@ class Pipeline:
         if start_latents is None and request.start_latents is not None:
             start_latents = request.start_latents
         x_T = randn(shape, request.generators, self.device, torch.float32)
+        # A consistency-distilled student takes the guidance scale as an input: one forward per step.
+        student = self.unet.config.guidance_embed_dim is not None
         denoiser = GuidedDenoiser(
-            self._unet_fn(extra_channels),
+            self._unet_fn(extra_channels, guidance=request.guidance if student else None),
             request.condition.to(self.device, self.dtype) if request.condition is not None else None,
             request.null_condition.to(self.device, self.dtype) if request.null_condition is not None else None,
-            request.guidance,
+            1.0 if student else request.guidance,
         )
         defaults = self.config.defaults
         options = defaults.sampler_options if request.sampler == defaults.sampler else {}
@@ -332,7 +334,7 @@ class Pipeline:
         self._compiled_unet = compile_unet(self.unet, mode=mode)
         return self
 
-    def _unet_fn(self, extra_channels: torch.Tensor | None) -> Callable[..., torch.Tensor]:
+    def _unet_fn(self, extra_channels: torch.Tensor | None, guidance: float | None = None) -> Callable[..., torch.Tensor]:
         unet, dtype = self._compiled_unet or self.unet, self.dtype
         takes_context = self.unet.config.context_dim is not None
         # The extra input channels are the same at every step: cast and repeat them once per batch size.
@@ -349,7 +351,8 @@ class Pipeline:
                         extra = extra.repeat(x.shape[0] // extra.shape[0], 1, 1, 1)
                     extras[x.shape[0]] = extra
                 x = torch.cat([x, extras[x.shape[0]]], dim=1)
-            eps = unet(x, t, context=context, context_mask=context_mask)
+            student = {} if guidance is None else {"guidance": guidance}
+            eps = unet(x, t, context=context, context_mask=context_mask, **student)
             return eps.float()
 
         return model

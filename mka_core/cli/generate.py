@@ -72,7 +72,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=None,
                         help="seconds (default: the init audio's length, else the model's default)")
     parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
-    parser.add_argument("--sampler", default=None, help="ddim or dpm++2m (default: the model's)")
+    from mka_core.diffusion.samplers import sampler_names
+
+    parser.add_argument("--sampler", default=None,
+                        help=f"an installed sampler: {', '.join(sampler_names())} (default: the model's)")
     parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the model's)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the first output; output i uses seed + i (default: random)")
     parser.add_argument("--n", type=int, default=None, help="candidates per input (default 1)")

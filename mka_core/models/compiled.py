@@ -34,9 +34,9 @@ def inductor_cache_dir() -> str:
 
 
 def _body(unet: UNet, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None,
-          context_mask: torch.Tensor | None) -> torch.Tensor:
+          context_mask: torch.Tensor | None, guidance: torch.Tensor | None = None) -> torch.Tensor:
     # The graph proper: UNet.forward minus its data-dependent checks (done by the caller).
-    return unet.forward_unchecked(x, t, context, context_mask)
+    return unet.forward_unchecked(x, t, context, context_mask, guidance)
 
 
 class CompiledUNet:
@@ -65,9 +65,9 @@ class CompiledUNet:
         return reduced
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None = None,
-                 context_mask: torch.Tensor | None = None) -> torch.Tensor:
+                 context_mask: torch.Tensor | None = None, guidance: torch.Tensor | float | None = None) -> torch.Tensor:
         t = self.unet._check_inputs(x, t, context, context_mask)
-        out = self._fn(self.unet, x, t, context, self._mask(context_mask))
+        out = self._fn(self.unet, x, t, context, self._mask(context_mask), self.unet.guidance_input(guidance, x))
         # A CUDA-graph output lives in memory the next replay overwrites: hand out a copy.
         return out.clone() if self.cuda_graphs else out
 

@@ -83,6 +83,14 @@ class UNetConfig(StrictModel):
         description="'legacy_attention_block' = family-B inpainting: self-attention only, no context.",
     )
     resblock_updown: bool = Field(False, description="Resample with ResBlocks instead of conv Downsample/Upsample.")
+    guidance_embed_dim: int | None = Field(
+        None, ge=2,
+        description=(
+            "Consistency-distilled students (`mka train distill`): the guidance scale w is an input, embedded "
+            "sinusoidally (of 1000 w) in this many dimensions and added through a linear map to the time "
+            "embedding's input. None = an ordinary U-Net (guidance by two forwards)."
+        ),
+    )
 
     @property
     def time_embed_dim(self) -> int:
@@ -190,6 +198,9 @@ class UNet(nn.Module):
         c = config
         mc, emb_dim = c.model_channels, c.time_embed_dim
         self.time_embed = nn.Sequential(nn.Linear(mc, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        # Zero-initialised, so a student made from a teacher computes exactly the teacher at first.
+        self.guidance_embed = (zero_init(nn.Linear(c.guidance_embed_dim, mc, bias=False))
+                               if c.guidance_embed_dim is not None else None)
 
         self.input_blocks = nn.ModuleList([UNetStage(nn.Conv2d(c.in_channels, mc, 3, padding=1))])
         skip_channels, ch = [mc], mc
@@ -284,6 +295,7 @@ class UNet(nn.Module):
         t: torch.Tensor,
         context: torch.Tensor | None = None,
         context_mask: torch.Tensor | None = None,
+        guidance: torch.Tensor | float | None = None,
     ) -> torch.Tensor:
         """Predict the noise in ``x``.
 
@@ -293,26 +305,51 @@ class UNet(nn.Module):
             context: cross-attention tokens ``[B, T, context_dim]``; None only for context-free models.
             context_mask: ``[B, T]`` bool, True = real token. Masked tokens are ignored; a sample whose
                 mask is all False attends to nothing (its cross-attention result is zero, no NaN).
+            guidance: the guidance scale ``[B]`` (or a scalar) of a consistency-distilled student
+                (``config.guidance_embed_dim`` set; required there, refused elsewhere).
         Returns:
             ``[B, out_channels, H, W]`` in the dtype of ``x``.
         """
         t = self._check_inputs(x, t, context, context_mask)
+        guidance = self.guidance_input(guidance, x)
         if context_mask is not None:
             context_mask = context_mask.to(device=x.device, dtype=torch.bool)
             # One host sync per new mask (not per step); an all-True mask enables SDPA's unmasked kernels.
             if not context_mask.is_meta and self._mask_is_full.get((context_mask,), lambda: bool(context_mask.all())):
                 context_mask = None
-        return self.forward_unchecked(x, t, context, context_mask)
+        return self.forward_unchecked(x, t, context, context_mask, guidance)
+
+    def guidance_input(self, guidance: torch.Tensor | float | None, x: torch.Tensor) -> torch.Tensor | None:
+        """The guidance scale as a float32 ``[B]`` tensor on ``x``'s device (None for an ordinary U-Net)."""
+        if self.config.guidance_embed_dim is None:
+            if guidance is not None:
+                raise InputError("This U-Net takes no guidance input (only consistency-distilled students do).")
+            return None
+        if guidance is None:
+            raise InputError("This U-Net is a consistency-distilled student: call it with guidance=SCALE.")
+        w = torch.as_tensor(guidance, device=x.device, dtype=torch.float32)
+        if w.ndim == 0:
+            w = w.expand(x.shape[0])
+        if w.shape != (x.shape[0],):
+            raise InputError(f"Guidance must be a scalar or shape [{x.shape[0]}], got {list(w.shape)}.")
+        return w
 
     def forward_unchecked(
-        self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None, context_mask: torch.Tensor | None
+        self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None, context_mask: torch.Tensor | None,
+        guidance: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """:meth:`forward` after its checks: ``t`` is ``[B]``, ``context_mask`` bool or None.
 
         Free of host syncs and data-dependent branches, so ``torch.compile`` captures it whole.
         """
         weight_dtype = self.time_embed[0].weight.dtype
-        emb = self.time_embed(timestep_embedding(t, self.config.model_channels).to(weight_dtype))
+        t_emb = timestep_embedding(t, self.config.model_channels)
+        if self.guidance_embed is not None:
+            # As in latent consistency models: w enters beside t, embedded at 1000 w so that
+            # scales a few tenths apart get distinct phases.
+            w_emb = timestep_embedding(guidance * 1000.0, self.config.guidance_embed_dim)
+            t_emb = t_emb + self.guidance_embed(w_emb.to(weight_dtype)).float()
+        emb = self.time_embed(t_emb.to(weight_dtype))
         if self.config.global_condition_to_time:
             emb = emb + context.squeeze(1).to(emb.dtype)
         h = self._layout(x)

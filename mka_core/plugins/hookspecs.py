@@ -26,6 +26,11 @@ def register_vocoders(register):
 
 
 @hookspec
+def register_samplers(register):
+    """Register samplers: ``register(SamplerSubclass)`` (a :class:`mka_core.diffusion.samplers.base.Sampler` with a ``name``)."""
+
+
+@hookspec
 def register_commands(register):
     """Register CLI commands: ``register(Command(name, help, add_arguments, run))``."""
 

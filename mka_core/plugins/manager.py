@@ -34,6 +34,7 @@ HOOK_KINDS = {
     "register_conditioners": "conditioner",
     "register_tasks": "task",
     "register_vocoders": "vocoder",
+    "register_samplers": "sampler",
     "register_commands": "command",
     "register_trainers": "trainer",
     "register_caption_experts": "caption-expert",

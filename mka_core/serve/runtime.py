@@ -105,7 +105,7 @@ class ModelRuntime:
     def describe(self) -> dict[str, Any]:
         """The model, the installed conditioners and tasks, samplers, defaults and geometry."""
         from mka_core import __version__
-        from mka_core.diffusion.samplers import SAMPLERS
+        from mka_core.diffusion.samplers import sampler_names
         from mka_core.plugins import manager
 
         config = self.pipe.config
@@ -130,7 +130,7 @@ class ModelRuntime:
                          "max_duration": config.max_duration},
             "conditioners": conditioners,
             "tasks": tasks,
-            "samplers": sorted(SAMPLERS),
+            "samplers": sampler_names(),
         }
 
     # -- audio uploads ---------------------------------------------------------------------------
@@ -171,7 +171,7 @@ class ModelRuntime:
     # -- checking ----------------------------------------------------------------------------------
     def resolve(self, request: JobRequest, uploads: UploadStore) -> ResolvedJob:
         """Check everything that can be checked without running the model; raise InputError."""
-        from mka_core.diffusion.samplers import SAMPLERS
+        from mka_core.diffusion.samplers import sampler_class
         from mka_core.pipeline import get_task
         from mka_core.plugins import manager
 
@@ -194,8 +194,8 @@ class ModelRuntime:
             raise InputError(f"{request.n} candidates is more than the limit of {limits.candidates} per input.")
         if request.steps is not None and request.steps > limits.steps:
             raise InputError(f"{request.steps} steps is more than the limit of {limits.steps}.")
-        if request.sampler is not None and request.sampler not in SAMPLERS:
-            raise InputError(f"Unknown sampler '{request.sampler}'; choose one of: {', '.join(sorted(SAMPLERS))}.")
+        if request.sampler is not None:
+            sampler_class(request.sampler)  # an unknown name is an InputError listing the installed samplers
         if request.duration is not None:
             self.pipe.check_duration(request.duration)
         inputs, labels = self._inputs(request, kind, cond, uploads)

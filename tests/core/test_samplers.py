@@ -9,10 +9,12 @@ import torch
 
 from mka_core.diffusion.guidance import GuidedDenoiser, guidance_dropout
 from mka_core.diffusion.noise import make_generators, randn
-from mka_core.diffusion.samplers import SAMPLERS, get_sampler
+from mka_core.diffusion.samplers import get_sampler, sampler_names
 from mka_core.diffusion.schedule import NoiseSchedule
 from mka_core.errors import InputError
 
+#: The samplers mka registers itself (through the same register_samplers hook a plugin uses).
+BUILTIN = ["consistency", "ddim", "dpm++2m"]
 SCHEDULE = NoiseSchedule()
 SHAPE = (4, 10, 8)
 ABAR = SCHEDULE.alphas_cumprod64
@@ -130,16 +132,17 @@ def test_dpm_solver_25_steps_solves_the_ode_better_than_ddim_100():
 def test_half_precision_model_keeps_a_float32_state():
     model = linear_model(6)
     x_T = torch.randn(1, *SHAPE, generator=torch.Generator().manual_seed(7))
-    for name in SAMPLERS:
-        full = get_sampler(name).sample(model, x_T, schedule=SCHEDULE, steps=10)
-        half = get_sampler(name).sample(lambda x, t: model(x.bfloat16(), t), x_T, schedule=SCHEDULE, steps=10)
+    for name in BUILTIN:  # the consistency sampler re-noises: fresh generators give both runs the same noise
+        full = get_sampler(name).sample(model, x_T, schedule=SCHEDULE, steps=10, generators=make_generators([1]))
+        half = get_sampler(name).sample(lambda x, t: model(x.bfloat16(), t), x_T, schedule=SCHEDULE, steps=10,
+                                        generators=make_generators([1]))
         assert half.dtype == torch.float32
         assert (half - full).abs().max() < 0.1 * full.abs().max()
 
 
 # -- seeds ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name,options", [("dpm++2m", {}), ("ddim", {"eta": 0.7})])
+@pytest.mark.parametrize("name,options", [("dpm++2m", {}), ("ddim", {"eta": 0.7}), ("consistency", {})])
 def test_seeds_batch_and_determinism(name, options):
     den = gaussian_denoiser(0.0, 1.0)
     sampler = get_sampler(name, **options)
@@ -237,20 +240,23 @@ def test_guidance_dropout_replaces_by_the_null_condition():
 
 # -- SDEdit starts --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", list(SAMPLERS))
+@pytest.mark.parametrize("name", BUILTIN)
 def test_sdedit_strength_and_start_step(name):
     x0 = torch.randn(1, *SHAPE, generator=torch.Generator().manual_seed(8))
     start = torch.randn(1, *SHAPE, generator=torch.Generator().manual_seed(9))
     x_T, _ = seeded([3])
     sampler = get_sampler(name)
     den = exact_denoiser(x0)
-    plain = sampler.sample(den, x_T, schedule=SCHEDULE, steps=20)
-    assert torch.equal(plain, sampler.sample(den, x_T, schedule=SCHEDULE, steps=20, strength=1.0, start_latents=start))
-    assert torch.equal(plain, sampler.sample(den, x_T, schedule=SCHEDULE, steps=20, start_step=0, start_latents=start))
+
+    def run(**kwargs):  # fresh generators per run: samplers that draw noise draw the same
+        return sampler.sample(den, x_T, schedule=SCHEDULE, steps=20, generators=make_generators([3]), **kwargs)
+    plain = run()
+    assert torch.equal(plain, run(strength=1.0, start_latents=start))
+    assert torch.equal(plain, run(start_step=0, start_latents=start))
     for strength in (0.05, 0.2, 0.5, 0.9):
-        out = sampler.sample(den, x_T, schedule=SCHEDULE, steps=20, strength=strength, start_latents=start)
+        out = run(strength=strength, start_latents=start)
         assert (out - x0).abs().max() < 1e-3, strength
-    untouched = sampler.sample(den, x_T, schedule=SCHEDULE, steps=20, strength=1e-4, start_latents=start)
+    untouched = run(strength=1e-4, start_latents=start)
     assert torch.equal(untouched, start)
 
 
@@ -287,7 +293,7 @@ def test_sdedit_arguments_are_checked():
 
 # -- mask blending --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", list(SAMPLERS))
+@pytest.mark.parametrize("name", BUILTIN)
 def test_mask_blending_keeps_the_known_region(name):
     known = torch.randn(2, *SHAPE, generator=torch.Generator().manual_seed(12))
     mask = torch.zeros(2, 1, *SHAPE[1:])  # broadcast over channels
@@ -333,9 +339,9 @@ def test_mask_blending_with_the_exact_denoiser_lands_on_the_target_everywhere():
 # -- registry -------------------------------------------------------------------------------
 
 def test_registry_and_bad_settings():
-    assert set(SAMPLERS) == {"ddim", "dpm++2m"}
+    assert sampler_names() == BUILTIN
     assert get_sampler(" DDIM ", eta=0.3).config.eta == 0.3
-    with pytest.raises(InputError, match="choose one of: ddim, dpm\\+\\+2m"):
+    with pytest.raises(InputError, match="choose one of: consistency, ddim, dpm\\+\\+2m"):
         get_sampler("euler-a")
     with pytest.raises(InputError, match="Invalid options for sampler 'ddim'"):
         get_sampler("ddim", eta=-1)
@@ -345,3 +351,70 @@ def test_registry_and_bad_settings():
     for steps in (0, 1001):
         with pytest.raises(InputError, match="at least 1 and at most 1000"):
             get_sampler("ddim").sample(den, torch.zeros(1, *SHAPE), schedule=SCHEDULE, steps=steps)
+
+
+# -- the consistency sampler ----------------------------------------------------------------
+
+def test_consistency_boundary_condition_and_scalings():
+    from mka_core.diffusion.samplers.consistency import boundary_scalings
+
+    c_skip, c_out = boundary_scalings(0)
+    assert (c_skip, c_out) == (1.0, 0.0)
+    t = torch.tensor([0.0, 1.0, 19.0, 999.0], dtype=torch.float64)
+    c_skip, c_out = boundary_scalings(t)
+    assert c_skip[0] == 1 and c_out[0] == 0
+    # sigma_data 0.5, timestep scaling 10: the skip weight fades within a few steps of t = 0.
+    assert torch.allclose(c_skip, 0.25 / ((10 * t) ** 2 + 0.25)) and torch.allclose(c_out, 10 * t / ((10 * t) ** 2 + 0.25).sqrt())
+    assert c_skip[2] < 1e-3 and c_out[3] > 0.999999
+
+
+def test_consistency_timesteps_follow_the_skipping_step_grid():
+    sampler = get_sampler("consistency")
+    assert sampler.timesteps(SCHEDULE, 1) == [999]
+    assert sampler.timesteps(SCHEDULE, 2) == [999, 499]
+    assert sampler.timesteps(SCHEDULE, 4) == [999, 759, 519, 279]
+    assert sampler.timesteps(SCHEDULE, 50) == list(range(999, 0, -20))
+    assert get_sampler("consistency", original_steps=10).timesteps(SCHEDULE, 2) == [999, 499]
+    assert get_sampler("consistency", original_steps=10).timesteps(SCHEDULE, 3) == [999, 699, 399]
+    with pytest.raises(InputError, match="at most 50 steps"):
+        sampler.timesteps(SCHEDULE, 51)
+
+
+def test_consistency_step_predicts_x0_then_renoises_with_the_samples_own_noise():
+    x0 = torch.randn(2, *SHAPE, generator=torch.Generator().manual_seed(20))
+    seen = []
+
+    def den(x, t):
+        seen.append((int(t[0]), x.clone()))
+        return exact_denoiser(x0)(x, t)
+    x_T, gens = seeded([4, 5])
+    out = get_sampler("consistency").sample(den, x_T, schedule=SCHEDULE, steps=4, generators=gens)
+    assert [t for t, _ in seen] == [999, 759, 519, 279]
+    assert (out - x0).abs().max() < 1e-4  # the exact x0 prediction, with c_skip(279) ~ 3e-7 of x
+    # The second model input is x0's prediction at 999 noised to 759 with each sample's next noise.
+    replay = make_generators([4, 5])
+    randn(SHAPE, replay)  # x_T
+    a = ABAR[759]
+    c_skip, c_out = 0.25 / (9990.0**2 + 0.25), 9990.0 / (9990.0**2 + 0.25) ** 0.5
+    expected = a.sqrt() * (c_skip * x_T.double() + c_out * x0.double()) + (1 - a).sqrt() * randn(SHAPE, replay).double()
+    assert (seen[1][1].double() - expected).abs().max() < 1e-4
+
+
+def test_consistency_sdedit_spreads_its_steps_below_the_start():
+    x0 = torch.randn(1, *SHAPE, generator=torch.Generator().manual_seed(21))
+    start = torch.randn(1, *SHAPE, generator=torch.Generator().manual_seed(22))
+    seen = []
+
+    def den(x, t):
+        seen.append((int(t[0]), x.clone()))
+        return exact_denoiser(x0)(x, t)
+    x_T, gens = seeded([6])
+    out = get_sampler("consistency").sample(den, x_T, schedule=SCHEDULE, steps=2, strength=0.5, start_latents=start,
+                                            generators=gens)
+    # Two model calls, both at or below t0 * N: a two-step student still does two steps from the start.
+    assert [t for t, _ in seen] == [499, 259]
+    assert torch.allclose(seen[0][1], SCHEDULE.add_noise(start, x_T, 499), atol=1e-6)
+    assert (out - x0).abs().max() < 1e-4
+    seen.clear()
+    get_sampler("consistency").sample(den, x_T, schedule=SCHEDULE, steps=4, start_step=2, start_latents=start)
+    assert [t for t, _ in seen] == [519, 279]

@@ -86,11 +86,10 @@ class Sampler:
         """Run the sampler from ``x_T`` (pure noise, float32 state) and return the latents."""
         if not 1 <= int(steps) <= schedule.num_train_steps:
             raise InputError(f"The number of sampling steps must be at least 1 and at most {schedule.num_train_steps}, got {steps}.")
-        timesteps = self.timesteps(schedule, int(steps))
-        run = self._start(timesteps, schedule, strength, start_step)
+        run, partial = self.start_timesteps(schedule, int(steps), strength, start_step)
         x = x_T.float()
         device = x.device
-        if len(run) < len(timesteps):
+        if partial:
             if start_latents is None:
                 raise InputError("An SDEdit start (strength < 1 or start_step > 0) needs start_latents to noise.")
             start = start_latents.float().to(device)
@@ -113,6 +112,18 @@ class Sampler:
             if progress is not None:
                 progress(i + 1, len(run))
         return x
+
+    def start_timesteps(self, schedule: NoiseSchedule, steps: int, strength: float | None,
+                        start_step: int | None) -> tuple[list[int], bool]:
+        """The timesteps a run goes through, and whether it is an SDEdit start (a partial run).
+
+        By default the tail of :meth:`timesteps` (see the module docstring); a sampler whose
+        steps are few and far apart (the consistency sampler) may instead spread its steps over
+        the part of the schedule below the start.
+        """
+        timesteps = self.timesteps(schedule, steps)
+        run = self._start(timesteps, schedule, strength, start_step)
+        return run, len(run) < len(timesteps)
 
     @staticmethod
     def _start(timesteps: list[int], schedule: NoiseSchedule, strength: float | None, start_step: int | None) -> list[int]:
