@@ -130,11 +130,17 @@ class Conditioner(nn.Module):
 
     def __init__(self, options: StrictModel | None = None, **overrides: Any) -> None:
         super().__init__()
-        if options is None:
-            options = self.Options(**overrides)
-        elif overrides:
-            options = options.model_copy(update=overrides)
-            options = self.Options.model_validate(options.model_dump())
+        from pydantic import ValidationError
+
+        try:
+            if options is None:
+                options = self.Options(**overrides)
+            elif overrides:
+                options = self.Options.model_validate({**options.model_dump(), **overrides})
+        except ValidationError as exc:  # a bad option is the user's to fix: name the plugin and the option
+            from mka_core.plugins.faults import options_error
+
+            raise options_error(type(self), exc, "conditioner") from exc
         self.options = options
 
     # -- the contract -------------------------------------------------------------------
@@ -254,18 +260,21 @@ class Conditioner(nn.Module):
         options = {k: v for k, v in saved.get("options", {}).items() if k in fields}
         if options.get("weights") == ".":
             options["weights"] = str(directory)
+        saved_options = dict(options)
         options.update(overrides)
         try:
             validated = cls.Options(**options)
-        except ValueError as exc:  # pydantic's ValidationError: a hand-edited or damaged conditioner.json
-            from mka_core.errors import WeightsError
+        except ValueError as exc:  # pydantic's ValidationError: the caller's overrides or a damaged conditioner.json
+            from mka_core.errors import WeightsError, validation_problems
 
-            errors = getattr(exc, "errors", None)
-            first = errors()[0] if callable(errors) else {"loc": (), "msg": str(exc)}
-            where = ".".join(str(part) for part in first.get("loc", ())) or "options"
+            if overrides and _validates(cls, saved_options):
+                from mka_core.plugins.faults import options_error
+
+                raise options_error(cls, exc, "conditioner") from exc
+
             raise WeightsError(
-                f"{directory / CONDITIONER_CONFIG} has an invalid option '{where}' for conditioner '{cls.name}' "
-                f"({first.get('msg')}); fix the file or re-create the model folder."
+                f"{directory / CONDITIONER_CONFIG} has invalid options for conditioner '{cls.name}' "
+                f"({validation_problems(exc)}); fix the file or re-create the model folder."
             ) from exc
         conditioner = cls(validated)
         trained_path = directory / TRAINED_WEIGHTS
@@ -279,6 +288,14 @@ class Conditioner(nn.Module):
         """Tensors stored in ``trained.safetensors``: the trainable parameters, by name."""
         trainable = {id(p) for p in self.trainable_parameters()}
         return {k: v.detach().contiguous() for k, v in self.named_parameters() if id(v) in trainable}
+
+
+def _validates(cls: type[Conditioner], options: dict[str, Any]) -> bool:
+    try:
+        cls.Options(**options)
+    except ValueError:
+        return False
+    return True
 
 
 CONDITIONER_CONFIG = "conditioner.json"

@@ -7,6 +7,8 @@ propagate so callers can catch it.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class MkaError(Exception):
     """An error caused by the user's input or environment, with a clear message."""
@@ -53,3 +55,42 @@ def shown(text: str, limit: int = 60) -> str:
     if not text.isprintable():
         text = text.encode("unicode_escape").decode("ascii")
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def validation_problems(exc: BaseException, limit: int = 3) -> str:
+    """The problems of a pydantic ``ValidationError`` as one clause: ``'where': what; ...``.
+
+    Each problem names the field path (``mel.sample_rate``) and pydantic's message without its
+    prefixes and documentation link; an unknown key says so in words. At most ``limit``
+    problems are listed, then how many more there are. Anything that is not a pydantic error
+    gives its own text (first line only).
+    """
+    errors = getattr(exc, "errors", None)
+    try:
+        problems: list[dict[str, Any]] = list(errors()) if callable(errors) else []
+    except Exception:  # not pydantic's errors() after all
+        problems = []
+    if not problems:
+        text = str(exc).strip().splitlines()
+        return shown(text[0] if text else exc.__class__.__name__, 200)
+    parts = []
+    for problem in problems[:limit]:
+        where = ".".join(str(part) for part in problem.get("loc", ()))
+        if problem.get("type") == "extra_forbidden":
+            message = "is not a known field (extra inputs are not permitted)"
+        else:
+            message = str(problem.get("msg", "invalid")).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+            message = message[:1].lower() + message[1:]
+        message = shown(message.rstrip("."), 200)
+        parts.append(f"'{shown(where)}' {message}" if where else message)
+    more = len(problems) - limit
+    return "; ".join(parts) + (f" (and {more} more problem{'s' if more > 1 else ''})" if more > 0 else "")
+
+
+def validation_sentence(exc: BaseException, what: str) -> str:
+    """One sentence for a pydantic ``ValidationError`` raised while checking ``what``.
+
+    ``validation_sentence(exc, "options of sampler 'ddim'")`` ->
+    ``"Invalid options of sampler 'ddim': 'eta' input should be greater than or equal to 0."``
+    """
+    return f"Invalid {what}: {validation_problems(exc)}."

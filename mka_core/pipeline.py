@@ -13,10 +13,12 @@ reference code instead returns ``int(7.8 d)`` latent columns rounded up to a mul
 
 from __future__ import annotations
 
+import json
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -118,6 +120,9 @@ class Pipeline:
         self.schedule = NoiseSchedule(config.schedule)
         self.mel_frontend = MelFrontEnd(config.mel)
         self._null_cache: dict[str, Condition] = {}
+        #: Conditioners other than the model's own, built once per (name, options); see conditioner_for.
+        self._conditioners: dict[tuple[str, str], Conditioner] = {}
+        self._conditioner_lock = threading.RLock()
         self.to(device, dtype)
         for module in self.modules():
             module.eval()
@@ -152,6 +157,8 @@ class Pipeline:
         self.unet.to(self.device, self.dtype)
         self.vae.to(self.device, self.dtype)
         self.conditioner.to(self.device, self.dtype if self.device.type != "cpu" else torch.float32)
+        for other in getattr(self, "_conditioners", {}).values():
+            other.to(self.device, self.dtype if self.device.type != "cpu" else torch.float32)
         self.vocoder.to(self.device, torch.float32)
         self.mel_frontend.to(self.device)
         self._null_cache.clear()
@@ -358,39 +365,72 @@ class Pipeline:
         return model
 
     # -- the front door ------------------------------------------------------------------------
-    def conditioner_for(self, name: str | None) -> Conditioner:
-        """The model's own conditioner, or another registered one of the same space."""
-        if name is None or name == self.conditioner.name:
+    def conditioner_for(self, name: str | None, options: Mapping[str, Any] | None = None) -> Conditioner:
+        """The model's own conditioner, or another registered one of the same space, built once.
+
+        ``options`` override the saved conditioner options (``--cond-option``). Each (name,
+        options) pair is built once per pipeline and reused by later calls (the CLI, the server
+        and the Python API all ask through here). The space is checked *before* any weights
+        load: a conditioner of another space is refused with the spaces and the conditioners
+        that fit, even where its own weights are missing.
+        """
+        if (name is None or name == self.conditioner.name) and not options:
             return self.conditioner
+        name = name or self.conditioner.name
+        key = (name, json.dumps(dict(options or {}), sort_keys=True, default=str))
+        with self._conditioner_lock:
+            cached = self._conditioners.get(key)
+            if cached is None:
+                cached = self._build_conditioner(name, dict(options or {}))
+                self._conditioners[key] = cached
+            return cached
+
+    def _build_conditioner(self, name: str, options: dict[str, Any]) -> Conditioner:
         from mka_core.plugins import manager
 
         cls = manager.get("conditioner", name)
-        fitting = self.fitting_conditioners()
-        options = self._saved_conditioner_options(cls)
-        space = cls.space_from_options(options) if options is not None else None
-        if space is not None and space != self.config.space:
-            raise_space_mismatch(self.config.space, name, space, fitting)
+        saved = self._saved_conditioner_options(cls, options)
+        space = cls.space_from_options(saved) if saved is not None else None
+        if space is not None and space != self.config.space:  # refused before any weights load
+            raise_space_mismatch(self.config.space, name, space, self.fitting_conditioners())
         if self._conditioner_dir is None:
             raise InputError(f"Cannot switch to conditioner '{name}': this pipeline was not loaded from a directory.")
-        conditioner = cls.from_pretrained(self._conditioner_dir)
-        check_space(self.config.space, conditioner, fitting)
+        conditioner = cls.from_pretrained(self._conditioner_dir, **options)
+        if conditioner.space != self.config.space:
+            check_space(self.config.space, conditioner, self.fitting_conditioners())
         conditioner.to(self.device, self.dtype if self.device.type != "cpu" else torch.float32).eval()
+        conditioner.requires_grad_(False)
         return conditioner
 
     _conditioner_dir: Path | None = None
 
-    def _saved_conditioner_options(self, cls: type[Conditioner]) -> StrictModel | None:
+    def _saved_conditioner_options(self, cls: type[Conditioner], overrides: Mapping[str, Any] | None = None) -> StrictModel | None:
+        """The saved options as ``cls`` reads them (plus ``overrides``), or None when they do not fit ``cls``.
+
+        The options of a conditioner the user names are checked here, before anything loads: a
+        value its options model rejects is reported as that plugin's error.
+        """
         if self._conditioner_dir is None:
             return None
         from mka_core.conditioning import CONDITIONER_CONFIG
         from mka_core.weights import read_json
 
-        saved = read_json(self._conditioner_dir / CONDITIONER_CONFIG).get("options", {})
+        data = read_json(self._conditioner_dir / CONDITIONER_CONFIG)
+        saved, same_class = data.get("options", {}), data.get("conditioner") == cls.name
         fields = cls.Options.model_fields
+        # Saved weights belong to the conditioner that saved them; another class keeps its own default.
+        values = {k: v for k, v in saved.items() if k in fields and (same_class or k != "weights")}
+        if values.get("weights") == ".":
+            values["weights"] = str(self._conditioner_dir)
         try:
-            return cls.Options(**{k: v for k, v in saved.items() if k in fields and k != "weights"})
+            base = cls.Options(**values)
         except Exception:
             return None
+        if not overrides:
+            return base
+        from mka_core.plugins.faults import validate_options
+
+        return validate_options(cls, {**base.model_dump(), **overrides}, "conditioner")
 
     def fitting_conditioners(self) -> list[str]:
         """Registered conditioners that would write into this model's space."""

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from mka_core import __version__
-from mka_core.errors import InputError, WeightsError
+from mka_core.errors import InputError, WeightsError, validation_sentence
 from mka_core.weights import load_safetensors, read_json, save_safetensors, write_json
 
 INDEX = "model_index.json"
@@ -155,7 +155,13 @@ def load_pipeline(directory: Path, *, device: str | torch.device = "auto", dtype
 
     directory = Path(directory).expanduser()
     if not directory.is_dir():
-        raise InputError(f"Model folder {directory} does not exist; pass a folder made by mka new-model, mka train or mka convert.")
+        # A name: "default", $MKA_HOME/models/NAME, or a catalogue model (not pulled: says how) - as the CLI resolves it.
+        from mka_core.model_lookup import named_model
+
+        directory = named_model(str(directory)) or directory
+    if not directory.is_dir():
+        raise InputError(f"Model folder {directory} does not exist; pass a folder made by mka new-model, mka train or mka convert, "
+                         "'default', or a model name from `mka weights`.")
     if not (directory / INDEX).is_file():
         raise WeightsError(f"{directory} is not an mka model folder (no {INDEX}).")
     index = read_json(directory / INDEX)
@@ -164,20 +170,70 @@ def load_pipeline(directory: Path, *, device: str | torch.device = "auto", dtype
     if int(index.get("format_version", 0)) > FORMAT_VERSION:
         raise WeightsError(f"{directory} was written by a newer mka (format {index['format_version']}); upgrade mka.")
     _check_complete(directory, index)
+    pipeline_data = index.get("pipeline")
+    if not isinstance(pipeline_data, dict):
+        raise WeightsError(f"{directory / INDEX} has no \"pipeline\" object; re-create the model folder.")
     try:
-        config = PipelineConfig(**index["pipeline"])
-    except Exception as exc:
-        raise WeightsError(f"{directory / INDEX} has an invalid pipeline config: {exc}") from exc
+        config = PipelineConfig(**pipeline_data)
+    except ValueError as exc:  # pydantic's ValidationError: a hand-edited or damaged index
+        raise WeightsError(
+            validation_sentence(exc, f"pipeline config in {directory / INDEX}").removesuffix(".")
+            + "; fix the file or re-create the model folder."
+        ) from exc
     conditioner_cls = manager.get("conditioner", config.conditioner)
+    check_recorded_space_before_loading(directory, config, conditioner_cls)
     conditioner = conditioner_cls.from_pretrained(directory / "conditioner")
     vae = load_module(AutoencoderKL, directory / "vae")
     unet = load_module(UNet, directory / "unet")
+    check_recorded_space(directory, config, conditioner.space, conditioner.name, unet.config.context_dim)
     vocoder_cls = manager.get("vocoder", config.vocoder)
     vocoder = load_module(vocoder_cls, directory / "vocoder", weights=getattr(vocoder_cls, "has_weights", True))
     pipe = Pipeline(config, conditioner, vae, unet, vocoder, device=device, dtype=dtype)
     pipe._conditioner_dir = directory / "conditioner"
     pipe.directory = directory
     return pipe
+
+
+def check_recorded_space_before_loading(directory: Path, config: Any, conditioner_cls: Any) -> None:
+    """Refuse an index whose recorded space cannot be the conditioner's, before any weights load.
+
+    Uses the conditioner's ``space_from_options`` on the saved options (when it can tell without
+    weights) and the U-Net's ``context_dim`` from its config.json.
+    """
+    from mka_core.conditioning import CONDITIONER_CONFIG
+
+    saved = read_json(directory / "conditioner" / CONDITIONER_CONFIG).get("options", {})
+    fields = conditioner_cls.Options.model_fields
+    options = {k: v for k, v in (saved or {}).items() if k in fields}
+    if options.get("weights") == ".":
+        options["weights"] = str(directory / "conditioner")
+    try:
+        space = conditioner_cls.space_from_options(conditioner_cls.Options(**options))
+    except Exception:  # options or files the class cannot read cheaply: the check after loading decides
+        space = None
+    unet_config = read_json(directory / "unet" / MODULE_CONFIG).get("config", {})
+    context_dim = unet_config.get("context_dim", "unknown") if isinstance(unet_config, dict) else "unknown"
+    check_recorded_space(directory, config, space, config.conditioner, context_dim)
+
+
+def check_recorded_space(directory: Path, config: Any, space: Any, conditioner: str, context_dim: Any) -> None:
+    """The recorded space must be the conditioner's space and fit the U-Net's cross-attention width.
+
+    ``space`` None or ``context_dim`` "unknown": that side cannot be told and is not checked.
+    A U-Net without cross-attention (``context_dim`` None, e.g. a context-free inpainting model)
+    takes any space.
+    """
+    recorded = config.space
+    problems = []
+    if space is not None and space != recorded:
+        problems.append(f"its conditioner '{conditioner}' writes into {space.describe()}")
+    if isinstance(context_dim, int) and context_dim != recorded.dim:
+        problems.append(f"its U-Net takes {context_dim}-d context")
+    if problems:
+        raise WeightsError(
+            f"{directory / INDEX} records the embedding space {recorded.describe()}, but {' and '.join(problems)}; "
+            "the index was edited or belongs to another model - re-create the model folder."
+        )
 
 
 def distribution_version(name: str) -> str:

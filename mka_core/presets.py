@@ -70,23 +70,30 @@ def build_pipeline(
     cls = manager.get("conditioner", cond)
     torch.manual_seed(seed)
     options = dict(cond_options or {})
-    if preset == "tiny" and "weights" not in options:
-        conditioner = cls.build_random("tiny", seed, **options)
-    else:
-        try:
-            conditioner = cls(cls.Options(**options))
-        except InputError:
-            raise
-        except Exception as exc:
-            if exc.__class__.__name__ == "ValidationError":
-                raise InputError(f"Invalid options for conditioner '{cond}': {exc}") from exc
-            raise
+    conditioner = build_conditioner(cls, options, random=preset == "tiny" and "weights" not in options, seed=seed)
     torch.manual_seed(seed)
     vae, unet = build_core_models(preset, conditioner.space.dim)
     vocoder_name = vocoder or spec["vocoder"]
     voc = build_vocoder(vocoder_name, spec["vocoder_preset"] if vocoder is None else None)
     config = PipelineConfig(conditioner=cond, space=conditioner.space, vocoder=vocoder_name, origin=f"random:{preset}")
     return Pipeline(config, conditioner, vae, unet, voc, device=device, dtype=dtype)
+
+
+def build_conditioner(cls: Any, options: dict[str, Any], *, random: bool, seed: int = 0):
+    """``cls.build_random("tiny", seed, **options)`` or ``cls(options)``; options the plugin's model
+    rejects are reported as that plugin's (which option, which plugin, which distribution)."""
+    from pydantic import ValidationError
+
+    from mka_core.plugins.faults import options_error, validate_options
+
+    if not random:
+        return cls(validate_options(cls, options, "conditioner"))
+    try:
+        return cls.build_random("tiny", seed, **options)
+    except ValidationError as exc:
+        if exc.title == getattr(cls.Options, "__name__", None):
+            raise options_error(cls, exc, "conditioner") from exc
+        raise
 
 
 def count_parameters(module: torch.nn.Module) -> int:

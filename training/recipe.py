@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError
 
 from mka_core.config import StrictModel
-from mka_core.errors import InputError, shown
+from mka_core.errors import InputError, shown, validation_problems
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 
@@ -123,11 +123,7 @@ def validate_recipe(recipe_class: type[Recipe], data: dict[str, Any], source: st
     try:
         return recipe_class.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{shown('.'.join(str(p) for p in err['loc'])) or '(top)'}: {shown(err['msg'], 200).rstrip('.')}"
-            for err in exc.errors()[:5]
-        )
-        raise InputError(f"The recipe {shown(source, 200)} is invalid: {problems}.") from None
+        raise InputError(f"The recipe {shown(source, 200)} is invalid: {validation_problems(exc, limit=5)}.") from None
 
 
 def recipe_to_toml(recipe: Recipe) -> str:

@@ -81,11 +81,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mka: interrupted; nothing half-written was left behind.", file=sys.stderr)
         return 130
-    except Exception as exc:  # a bug: say so in one line, keep the traceback for MKA_DEBUG=1
+    except Exception as exc:  # a plugin's fault, or a bug: say so in one line, keep the traceback for MKA_DEBUG=1
         if debug:
             raise
+        from mka_core.plugins.faults import plugin_fault
+
+        fault = plugin_fault(exc)
+        if fault is not None:  # raised in a third-party plugin's code, or its options model refused a value
+            print(f"mka: error: {fault}", file=sys.stderr)
+            return fault.exit_code
+        detail = (str(exc).strip().splitlines() or [""])[0]  # one line, even for multi-line messages
         print(
-            f"mka: internal error: {exc.__class__.__name__}: {exc}. This is a bug in mka or a plugin; "
+            f"mka: internal error: {exc.__class__.__name__}: {detail}. This is a bug in mka; "
             "re-run with MKA_DEBUG=1 for the traceback and report it.",
             file=sys.stderr,
         )

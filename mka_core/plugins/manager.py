@@ -28,6 +28,8 @@ from mka_core.plugins import hookspecs
 
 ENTRY_POINT_GROUP = "mka"
 BUILTIN_DISTRIBUTION = "mka"
+#: mka's own top-level packages: code there is never a third party's.
+OWN_PACKAGES = ("mka_core", "mka_plugins", "training")
 
 #: hook name -> registry kind
 HOOK_KINDS = {
@@ -63,6 +65,10 @@ class Failure:
     distribution: str
     message: str
     detail: str = ""
+    version: str = ""
+    #: What went wrong as a clause after the plugin's name ("failed to import (ImportError: ...)");
+    #: empty for collisions, which name their own culprits.
+    reason: str = ""
 
 
 @dataclass
@@ -102,8 +108,29 @@ class Registry:
         table = self.items[kind]
         if name not in table:
             known = ", ".join(sorted(table)) or "none"
+            broken = self._broken_providers(name)
+            if broken:
+                # The name is probably one a plugin that failed to load would have provided:
+                # say which plugin and distribution, not just "unknown".
+                raise PluginError(f"The {kind} '{name}' is not available because {broken}; fix or reinstall that "
+                                  f"distribution (`mka plugins` shows the problem). Installed {kind}s: {known}.")
             raise PluginError(f"Unknown {kind} '{name}'; installed {kind}s: {known}. See `mka plugins --available`.")
         return table[name]
+
+    def _broken_providers(self, name: str) -> str:
+        """The failed plugins that may have provided ``name``, as a clause (empty when none failed).
+
+        A failed plugin whose entry-point name is ``name`` is named alone; otherwise every
+        plugin that failed to import or register is named (collisions are reported elsewhere).
+        """
+        failed = [f for f in self.failures if f.reason]
+        exact = [f for f in failed if f.plugin.split(":")[-1] == name]
+        chosen = exact or failed
+        if not chosen:
+            return ""
+        parts = [f"the plugin '{f.plugin}' from the distribution '{f.distribution}'"
+                 f"{' ' + f.version if f.version else ''} {f.reason}" for f in chosen[:3]]
+        return " and ".join(parts)
 
     def names(self, kind: str) -> list[str]:
         return sorted(self.items[kind])
@@ -128,6 +155,8 @@ class PluginManager:
         self.pm.add_hookspecs(hookspecs)
         self.registry = Registry()
         self._origin: dict[int, tuple[str, str, str]] = {}
+        #: module or package name -> (plugin, distribution, version) of third-party plugin code
+        self.code_owners: dict[str, tuple[str, str, str]] = {}
 
     # -- loading ----------------------------------------------------------------------------
     def load_entry_points(self) -> None:
@@ -151,7 +180,8 @@ class PluginManager:
                 module = ep.load()
             except Exception as exc:  # a broken plugin must not break mka
                 self.registry.failures.append(
-                    Failure(ep.name, dist, f"plugin '{ep.name}' from '{dist}' failed to import: {exc}", traceback.format_exc())
+                    Failure(ep.name, dist, f"plugin '{ep.name}' from '{dist}' failed to import: {exc}", traceback.format_exc(),
+                            version=version, reason=f"failed to import ({_one_line(exc)})")
                 )
                 continue
             self.add_plugin(module, name=f"{dist}:{ep.name}", distribution=dist, version=version)
@@ -164,9 +194,11 @@ class PluginManager:
         except Exception as exc:  # misspelled hooks, wrong signatures
             if self.pm.is_registered(plugin):
                 self.pm.unregister(plugin)
-            self.registry.failures.append(Failure(name, distribution, f"plugin '{name}' is invalid: {exc}"))
+            self.registry.failures.append(Failure(name, distribution, f"plugin '{name}' is invalid: {exc}", version=version,
+                                                  reason=f"is invalid ({_one_line(exc)})"))
             return
         self._origin[id(plugin)] = (name, distribution, version)
+        self._note_modules(plugin, name, distribution, version)
         self.registry.plugins.append((name, distribution, version))
         self._collect(plugin)
 
@@ -187,11 +219,50 @@ class PluginManager:
                     impl.function(register=register)
                 except Exception as exc:
                     self.registry.failures.append(
-                        Failure(name, distribution, f"plugin '{name}' raised in {hook_name}: {exc}", traceback.format_exc())
+                        Failure(name, distribution, f"plugin '{name}' raised in {hook_name}: {exc}", traceback.format_exc(),
+                                version=version, reason=f"raised in {hook_name} ({_one_line(exc)})")
                     )
                     continue
                 for registration in added:
                     self.registry.add(registration)
+                    self._note_object_module(registration)
+
+    # -- provenance of code ----------------------------------------------------------------------
+    def _note_modules(self, plugin: object, name: str, distribution: str, version: str) -> None:
+        """Remember which Python package holds a third-party plugin's code.
+
+        Only a distribution other than mka's own counts: its plugin module's top-level package
+        (and, in :meth:`_note_object_module`, the module of every class it registers) then
+        belongs to it, so an exception raised in that code can be named as the plugin's.
+        """
+        if _normalise(distribution) == BUILTIN_DISTRIBUTION:
+            return
+        module = plugin.__name__ if isinstance(plugin, ModuleType) else type(plugin).__module__
+        top = module.split(".")[0]
+        key = module if top in OWN_PACKAGES or top == "tests" else top
+        self.code_owners.setdefault(key, (name, distribution, version))
+
+    def _note_object_module(self, registration: Registration) -> None:
+        if _normalise(registration.distribution) == BUILTIN_DISTRIBUTION:
+            return
+        module = getattr(registration.obj, "__module__", None)
+        if isinstance(module, str) and module.split(".")[0] not in OWN_PACKAGES:
+            self.code_owners.setdefault(module, (registration.plugin, registration.distribution, registration.version))
+
+    def owner_of_module(self, module: str) -> tuple[str, str, str] | None:
+        """(plugin, distribution, version) of the third-party plugin whose code ``module`` is, or None."""
+        parts = module.split(".")
+        for end in range(len(parts), 0, -1):
+            owner = self.code_owners.get(".".join(parts[:end]))
+            if owner is not None:
+                return owner
+        return None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    return f"{exc.__class__.__name__}: {first[:200]}" if first else exc.__class__.__name__
 
 
 def _item_name(obj: Any, kind: str) -> str:
@@ -238,6 +309,25 @@ def names(kind: str) -> list[str]:
 
 def registrations(kind: str) -> Iterable[Registration]:
     return registry().items[kind].values()
+
+
+def provenance(obj: Any, kind: str | None = None) -> Registration | None:
+    """The registration of ``obj`` (a registered class, or an instance or subclass of one), or None.
+
+    Tells which plugin, distribution and version provided a conditioner, task, vocoder...
+    """
+    cls = obj if isinstance(obj, type) else type(obj)
+    kinds = [kind] if kind else list(KINDS)
+    table = registry().items
+    for k in kinds:
+        for registration in table[k].values():
+            if registration.obj is obj or registration.obj is cls:
+                return registration
+    for k in kinds:  # a subclass of a registered class (e.g. a plugin's own variant)
+        for registration in table[k].values():
+            if isinstance(registration.obj, type) and issubclass(cls, registration.obj):
+                return registration
+    return None
 
 
 def register_in_process(plugin: object, *, name: str, distribution: str = "<in-process>", version: str = "0") -> None:

@@ -81,25 +81,8 @@ class ModelRuntime:
         self.pipe = pipe
         self.model_dir = Path(model_dir)
         self.limits = limits
-        self._conditioners: dict[str, Any] = {}
-        self._conditioner_lock = threading.Lock()
-        self._share_conditioners()
+        # Pipeline.conditioner_for builds each other conditioner (clip-image for a clip-text model) once.
         self.fitting = set(pipe.fitting_conditioners())
-
-    def _share_conditioners(self) -> None:
-        # Pipeline.conditioner_for builds another conditioner (clip-image for a clip-text model)
-        # from disk on every call. A server would reload an encoder per request, so this
-        # instance keeps the first one built for each name.
-        build = self.pipe.conditioner_for
-
-        def shared(name: str | None):
-            key = name or self.pipe.conditioner.name
-            with self._conditioner_lock:
-                if key not in self._conditioners:
-                    self._conditioners[key] = build(name)
-                return self._conditioners[key]
-
-        self.pipe.conditioner_for = shared
 
     # -- describing ---------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:

@@ -69,6 +69,17 @@ def resolve_text_weights(weights: str, required: Sequence[str], what: str) -> tu
     )
 
 
+def _weights_identity(weights: str) -> tuple[Path | None, str]:
+    """(folder holding the files if local, identity) exactly as :func:`resolve_text_weights` names it, without checks."""
+    if weights in ("minilm", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
+        return minilm_folder(), "all-MiniLM-L6-v2"
+    local = Path(weights).expanduser()
+    if local.is_dir():
+        return local, local.name
+    cache = mka_home() / "weights" / weights.replace("/", "--")
+    return (cache if cache.is_dir() else None), weights
+
+
 def load_pretrained(loader: Any, source: str, what: str, **kwargs: Any) -> Any:
     """``loader(source, **kwargs)`` (a transformers ``from_pretrained``), with damaged weight or
     config files reported as one sentence instead of safetensors' or transformers' own error."""
@@ -112,6 +123,32 @@ class MaskedTextEncoder:
     """
 
     space_prefix: str
+    #: Widths of the checkpoints the options name by default, so that the space is known before
+    #: (and without) loading them: a model of another space is refused even where they are missing.
+    known_widths = {"bert-base-uncased": 768, "all-MiniLM-L6-v2": 384, "t5-large": 1024}
+
+    @classmethod
+    def space_from_options(cls, options: Any):
+        """The space the options write into, from the weights' config.json or a known width; no loading."""
+        from mka_core import EmbeddingSpace
+
+        weights = getattr(options, "weights", None)
+        if weights is None:  # a random encoder: its width is only known once built
+            return None
+        folder, identity = _weights_identity(str(weights))
+        width = None
+        if folder is not None and (folder / "config.json").is_file():
+            import json
+
+            try:
+                config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+                width = config.get("hidden_size") or config.get("d_model")
+            except (OSError, ValueError, AttributeError):
+                width = None
+        width = width or cls.known_widths.get(identity)
+        if not width:
+            return None
+        return EmbeddingSpace(name=options.space_name or f"{cls.space_prefix}:{identity}", dim=int(width), tokens="sequence")
 
     def _attach(self, model: Any, tokenizer: Any, identity: str) -> None:
         self.model = model.eval()

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from pydantic import Field
 
-from mka_core import Conditioner, EmbeddingSpace, StrictModel, hookimpl
+from mka_core import Conditioner, StrictModel, hookimpl
 from mka_plugins.conditioners._hf_text import (
     MaskedTextEncoder,
     check_tokenizer,
@@ -93,19 +93,6 @@ class BertConditioner(MaskedTextEncoder, Conditioner):
                 self.options.space_name = self.space.name
             return False  # installed with mka[default]; no need to copy 90 MB into every model
         return super().save_weights(directory)
-
-    @classmethod
-    def space_from_options(cls, options: StrictModel) -> EmbeddingSpace | None:
-        if options.space_name is None or options.weights is None:
-            return None
-        folder = Path(options.weights)
-        config = folder / "config.json"
-        if not config.is_file():
-            return None
-        import json
-
-        hidden = json.loads(config.read_text()).get("hidden_size")
-        return EmbeddingSpace(name=options.space_name, dim=int(hidden), tokens="sequence") if hidden else None
 
 
 @hookimpl

@@ -99,17 +99,10 @@ class ConditionerSection(StrictModel):
 def build_conditioner(section: ConditionerSection, seed: int):
     from mka_core.plugins import manager
 
+    from mka_core.presets import build_conditioner
+
     cls = manager.get("conditioner", section.conditioner)
-    if section.random_conditioner:
-        return cls.build_random("tiny", seed, **section.conditioner_options)
-    try:
-        return cls(cls.Options(**section.conditioner_options))
-    except InputError:
-        raise
-    except Exception as exc:
-        if exc.__class__.__name__ == "ValidationError":
-            raise InputError(f"Invalid options for conditioner '{section.conditioner}': {exc}") from None
-        raise
+    return build_conditioner(cls, dict(section.conditioner_options), random=section.random_conditioner, seed=seed)
 
 
 def frozen(module: torch.nn.Module) -> torch.nn.Module:
