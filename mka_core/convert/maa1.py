@@ -23,6 +23,7 @@ from mka_core.convert.families import require_kind
 from mka_core.convert.ldm import convert_diffusion_parts
 from mka_core.convert.text_encoder import convert_caption_encoder, resolve_tokenizer
 from mka_core.convert.vocoder import build_bigvgan, mel_mismatches, read_bigvgan
+from mka_core.convert.widths import fit_unet_config, fit_vae_config
 from mka_core.diffusion.schedule import ScheduleConfig
 
 
@@ -45,8 +46,9 @@ def convert_maa1(ckpt: str | Path, vocoder: str | Path, *, staging: Path, tokeni
     require_kind(loaded.state, "t2a", source)
     ledger = Ledger(f"{path.name} ({loaded.state_key or 'top level'})", loaded.state)
     ignore_extra_entries(loaded.extra, ledger)
-    parts = convert_diffusion_parts(loaded.state, ledger, unet_config=UNetConfig.preset("base"),
-                                    vae_config=VAEConfig.preset("base"), schedule=ScheduleConfig(), source=source)
+    parts = convert_diffusion_parts(loaded.state, ledger, unet_config=fit_unet_config(UNetConfig.preset("base"), loaded.state),
+                                    vae_config=fit_vae_config(VAEConfig.preset("base"), loaded.state),
+                                    schedule=ScheduleConfig(), source=source)
     conditioner, text_info = convert_caption_encoder(loaded.state, ledger, tokenizer, source)
     ledger.check_complete()
     voc, voc_ledger, voc_info = build_bigvgan(vocoder_source)

@@ -32,6 +32,7 @@ from mka_core.convert.common import (
 )
 from mka_core.convert.families import require_kind
 from mka_core.convert.ldm import VAE_PREFIX, convert_diffusion_parts
+from mka_core.convert.widths import fit_unet_config, fit_vae_config
 from mka_core.diffusion.schedule import ScheduleConfig
 from mka_core.errors import InputError, WeightsError
 
@@ -130,7 +131,8 @@ def convert_maa_b(ckpt: str | Path, kind: str, *, staging: Path, vocoder: str | 
 
     if kind == "inpaint":
         _ignore_shared_vae(state, ledger, source)
-    parts = convert_diffusion_parts(state, ledger, unet_config=unet_config(kind), vae_config=family_b_vae_config(),
+    parts = convert_diffusion_parts(state, ledger, unet_config=fit_unet_config(unet_config(kind), state),
+                                    vae_config=fit_vae_config(family_b_vae_config(), state),
                                     schedule=schedule_config(kind), source=source)
     scratch: list[Path] = []
     if kind == "t2a":
@@ -141,21 +143,22 @@ def convert_maa_b(ckpt: str | Path, kind: str, *, staging: Path, vocoder: str | 
         cond_name, info["text_encoder"] = conditioner.name, text_info
     elif kind == "i2a":
         from mka_core.convert.openclip import convert_openclip
-        from mka_plugins.conditioners.clip import ClipTextConditioner
+        from mka_core.plugins import manager
 
+        # Through the registry, as any plugin is found: the core does not import mka_plugins.
+        clip_cls = manager.get("conditioner", "clip-text")
         folder = staging / "openclip"
         extra, clip_info = convert_openclip(state, ledger, folder, source=source, model=clip_model,
                                             pretrained=clip_pretrained, model_cfg=clip_model_cfg,
                                             clip_dir=Path(clip).expanduser() if clip else None)
         ledgers += extra
-        conditioner = ClipTextConditioner(ClipTextConditioner.Options(model=clip_model, pretrained=clip_pretrained,
-                                                                      weights=str(folder)))
+        conditioner = clip_cls(clip_cls.Options(model=clip_model, pretrained=clip_pretrained, weights=str(folder)))
         cond_name, info["conditioner"] = conditioner.name, clip_info
         scratch.append(folder)
     else:
-        from mka_plugins.conditioners.unconditional import UnconditionalConditioner
+        from mka_core.plugins import manager
 
-        conditioner = UnconditionalConditioner()
+        conditioner = manager.get("conditioner", "unconditional")()
         cond_name = conditioner.name
     ledger.check_complete()
     voc, voc_name, voc_ledgers, voc_info = family_b_vocoder(vocoder_source, mel)

@@ -16,6 +16,7 @@ import torch
 
 from mka_core.convert.accounting import Ledger
 from mka_core.convert.common import check_tensors_fit, take
+from mka_core.convert.widths import bert_config, projection_shapes
 from mka_core.errors import WeightsError
 from mka_core.weights import mka_home, network_allowed
 
@@ -105,18 +106,18 @@ def convert_caption_encoder(state: Mapping[str, torch.Tensor], ledger: Ledger, t
 
     folder = resolve_tokenizer(tokenizer)
     bert, projection = split_caption_encoder(state, ledger, source)
-    check_bert(bert, source)
+    config = bert_config(bert, BERT_BASE)
+    check_bert(bert, source, config)
     vocab = int(bert["embeddings.word_embeddings.weight"].shape[0])
     load_tokenizer(folder, vocab)
     cls = manager.get("conditioner", "clap-text")
-    expected_projection = {"linear1.weight": (1024, 768), "linear2.weight": (1024, 1024), "layer_norm.weight": (1024,),
-                           "layer_norm.bias": (1024,)}
+    expected_projection = projection_shapes(projection, config["hidden_size"])
     check_tensors_fit({k: torch.empty(v, device="meta") for k, v in expected_projection.items()}, projection,
                       "text projection", source)
     bert32 = {k: v.detach().float() for k, v in bert.items()}
     projection32 = {k: v.detach().float() for k, v in projection.items()}
     try:
-        conditioner = cls.from_reference_tensors(bert32, projection32, folder, dict(BERT_BASE), space_name=space_name)
+        conditioner = cls.from_reference_tensors(bert32, projection32, folder, config, space_name=space_name)
     except ValueError as exc:
         raise WeightsError(f"{source}: the caption encoder does not fit clap-text's reference backend ({exc}).") from exc
     info = {"tokenizer": str(folder), "bert_tensors": len(bert), "projection_tensors": len(projection),
@@ -132,5 +133,5 @@ def expected_bert(config: Mapping[str, Any] = BERT_BASE) -> dict[str, torch.Tens
     return dict(model.state_dict())
 
 
-def check_bert(bert: Mapping[str, torch.Tensor], source: str) -> None:
-    check_tensors_fit(expected_bert(), bert, "BERT", source)
+def check_bert(bert: Mapping[str, torch.Tensor], source: str, config: Mapping[str, Any] = BERT_BASE) -> None:
+    check_tensors_fit(expected_bert(config), bert, "BERT", source)
