@@ -1,4 +1,7 @@
-"""`mka serve`: a local web app and JSON API over one model kept in memory (docs/serve.md)."""
+"""`mka serve`: a local web app and JSON API over one model kept in memory (docs/serve.md).
+
+Runs on Starlette and uvicorn, from the ``serve`` extra (``pip install "mka[serve]"``).
+"""
 
 from __future__ import annotations
 
@@ -33,30 +36,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mka_core.model_lookup import resolve_model
-    from mka_core.pipeline import Pipeline
-    from mka_core.serve.api import Api
-    from mka_core.serve.folders import AppFolders
-    from mka_core.serve.limits import Limits
-    from mka_core.serve.runtime import ModelRuntime
-    from mka_core.serve.security import AccessPolicy, is_loopback
+    from mka_core.serve.factory import ServeSettings, assemble, require_serve_extra
+    from mka_core.serve.security import is_loopback
+
+    require_serve_extra()  # before loading a model: the one sentence a missing Starlette/uvicorn deserves
     from mka_core.serve.server import ServeHTTPServer
 
-    if not 0 <= args.port <= 65535:
-        raise InputError(f"--port must be between 0 and 65535, got {args.port}.")
-    if args.max_upload_mb is not None and not args.max_upload_mb > 0:
-        raise InputError(f"--max-upload-mb must be positive, got {args.max_upload_mb:g}.")
-    if args.queue is not None and args.queue < 1:
-        raise InputError(f"--queue must be at least 1, got {args.queue}.")
-    limits = Limits().with_upload_megabytes(args.max_upload_mb)
-    if args.queue is not None:
-        limits = Limits(**{**limits.__dict__, "queue_length": args.queue})
-    policy = AccessPolicy.for_binding(args.host, args.token)
-
-    model_dir = resolve_model(args.model)
-    pipe = Pipeline.from_pretrained(model_dir, device=args.device, dtype=args.dtype)
-    folders = AppFolders(args.workdir)
-    api = Api(ModelRuntime(pipe, model_dir, limits), folders, limits)
+    settings = ServeSettings(model=args.model, host=args.host, port=args.port, token=args.token, workdir=args.workdir,
+                             max_upload_mb=args.max_upload_mb, queue=args.queue, device=args.device, dtype=args.dtype,
+                             log_requests=args.log_requests)
+    settings.limits()  # bad flags are refused before the model loads
+    built = assemble(settings)
+    api, policy, folders = built.api, built.policy, built.folders
     try:
         server = ServeHTTPServer((args.host, args.port), api, policy, log=args.log_requests)
     except OSError as exc:
@@ -71,13 +62,13 @@ def run(args: argparse.Namespace) -> int:
     # address is printed (a supervisor stopping the server as soon as it is up) is a clean stop.
     try:
         api.queue.start()
-        print(f"mka serve: model {model_dir} on {pipe.device}", flush=True)
+        print(f"mka serve: model {built.model_dir} on {built.device}", flush=True)
         print(f"mka serve: files in {folders.root}{' (removed at exit)' if folders.temporary else ''}", flush=True)
         if not is_loopback(args.host):
             print("mka serve: listening beyond this machine; share the address (it holds the access token) only "
                   "with people you trust.", flush=True)
         print(f"mka serve: open {url}", flush=True)
-        server.serve_forever(poll_interval=0.25)
+        server.serve_forever()
     except KeyboardInterrupt:
         print("mka serve: stopping.", file=sys.stderr, flush=True)
     finally:

@@ -1,22 +1,20 @@
-"""The routes: the page, its static files, and the JSON API (documented in docs/serve.md).
+"""What the JSON API does (documented in docs/serve.md), apart from HTTP.
 
-Handlers take a :class:`Request` and return a :class:`Response`; they never see a socket, so
-the tests can call them directly. Every file a response carries is found through an id in an
-in-memory table (uploads, jobs) or in the fixed table of static files; a URL segment is
-never joined onto a folder.
+:class:`Api` holds the upload store and the job queue over one :class:`ModelRuntime`; the
+HTTP layer (:mod:`mka_core.serve.app`) routes requests to its methods. Every file an answer
+carries is found through an id in an in-memory table (uploads, jobs) or in the fixed table
+of static files; a URL segment is never joined onto a folder.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import re
 import shutil
 import zipfile
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from mka_core.errors import InputError, MkaError
 from mka_core.serve.folders import AppFolders, is_id
@@ -26,6 +24,7 @@ from mka_core.serve.requests import parse_job_request
 from mka_core.serve.runtime import JobResult, ModelRuntime
 from mka_core.serve.uploads import (
     ACCEPT,
+    PendingUpload,
     UnsupportedUpload,
     UploadStore,
     UploadTooLarge,
@@ -38,47 +37,43 @@ STATIC_FILES = {
     "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/static/mask-canvas.js": ("mask-canvas.js", "text/javascript; charset=utf-8"),
     "/static/recorder.js": ("recorder.js", "text/javascript; charset=utf-8"),
+    "/static/recorder-worklet.js": ("recorder-worklet.js", "text/javascript; charset=utf-8"),
     "/static/style.css": ("style.css", "text/css; charset=utf-8"),
 }
 OUTPUT_FILES = {"audio": ("audio", "audio/wav"), "sidecar": ("sidecar", "application/json"),
                 "spectrogram": ("spectrogram", "image/png"), "mel": ("mel", "application/octet-stream")}
 
 
-@dataclass
-class Request:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: Mapping[str, str]
-    body: BinaryIO | None = None
-    length: int | None = None
-
-    def read_json_body(self, limit: int) -> bytes:
-        if self.length is None:
-            raise InputError("The request has no Content-Length; send a JSON body.")
-        if self.length > limit:
-            raise UploadTooLarge(f"The JSON body is {self.length} bytes, more than the limit of {limit}.")
-        return self.body.read(self.length) if self.body is not None and self.length else b""
+class NotFound(InputError):
+    """Nothing is known under this id or name (answered with HTTP 404)."""
 
 
 @dataclass
-class Response:
-    status: int
-    body: bytes | Path = b""
-    content_type: str = "application/json"
+class FileReply:
+    """A file to send: a path the server made itself (never one built from request text), or bytes."""
+
+    body: Path | bytes
+    media_type: str
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def json_response(data: Any, status: int = 200) -> Response:
-    return Response(status, json.dumps(data, ensure_ascii=False).encode("utf-8"), "application/json")
-
-
-def error_response(status: int, message: str) -> Response:
-    return json_response({"error": message}, status)
+def http_status(exc: BaseException) -> int:
+    """The HTTP status that answers an error raised by the API (500 for anything that is not mka's own)."""
+    for kind, status in ((NotFound, 404), (UploadTooLarge, 413), (UnsupportedUpload, 415), (QueueFull, 503),
+                         (MkaError, 400)):
+        if isinstance(exc, kind):
+            return status
+    return 500
 
 
 class Api:
-    """The routes over one runtime, upload store and job queue."""
+    """What the server can do, over one runtime, upload store and job queue.
+
+    Methods take plain values (ids, bytes, an upload being received) and return JSON-ready
+    dicts or :class:`FileReply`; errors are exceptions that :func:`http_status` maps to a status.
+    The HTTP layer (:mod:`mka_core.serve.app`) only routes and converts; tests can call these
+    methods directly.
+    """
 
     def __init__(self, runtime: ModelRuntime, folders: AppFolders, limits: Limits) -> None:
         self.runtime, self.folders, self.limits = runtime, folders, limits
@@ -86,57 +81,24 @@ class Api:
         self.queue = JobQueue(self._run_job, max_waiting=limits.queue_length, history=limits.history,
                               forget=self._forget_job)
         self._info: dict[str, Any] | None = None
-        self._routes: list[tuple[str, re.Pattern, Callable[..., Response]]] = [
-            ("GET", re.compile(r"^/api/info$"), self.info),
-            ("POST", re.compile(r"^/api/uploads$"), self.upload),
-            ("GET", re.compile(r"^/api/uploads/([^/]+)/(mel\.png|mel\.npy|file)$"), self.upload_file),
-            ("POST", re.compile(r"^/api/jobs$"), self.submit),
-            ("GET", re.compile(r"^/api/jobs$"), self.list_jobs),
-            ("GET", re.compile(r"^/api/jobs/([^/]+)$"), self.job),
-            ("DELETE", re.compile(r"^/api/jobs/([^/]+)$"), self.cancel),
-            ("GET", re.compile(r"^/api/jobs/([^/]+)/outputs/(\d{1,4})/(audio|sidecar|spectrogram|mel|bundle)$"),
-             self.output_file),
-            ("GET", re.compile(r"^/api/jobs/([^/]+)/frames/(\d{1,3})/(\d{1,3})$"), self.frame_file),
-        ]
 
-    # -- dispatch -----------------------------------------------------------------------------
-    def handle(self, request: Request) -> Response:
-        method = "GET" if request.method == "HEAD" else request.method
-        if method == "GET" and request.path == "/favicon.ico":
-            return Response(204, b"", "image/x-icon")
-        if method == "GET" and request.path in STATIC_FILES:
-            name, content_type = STATIC_FILES[request.path]
-            return Response(200, STATIC / name, content_type, {"Cache-Control": "no-cache"})
-        allowed = []
-        for route_method, pattern, handler in self._routes:
-            match = pattern.match(request.path)
-            if match:
-                if route_method == method:
-                    try:
-                        return handler(request, *match.groups())
-                    except UploadTooLarge as exc:
-                        return error_response(413, str(exc))
-                    except UnsupportedUpload as exc:
-                        return error_response(415, str(exc))
-                    except QueueFull as exc:
-                        return error_response(503, str(exc))
-                    except MkaError as exc:
-                        return error_response(400, str(exc))
-                allowed.append(route_method)
-        if allowed:
-            return error_response(405, f"{request.path} answers {', '.join(sorted(set(allowed)))}, not {request.method}.")
-        return error_response(404, f"Nothing at {request.path[:80]}; the API is described in docs/serve.md.")
+    def check_json_length(self, length: int | None) -> None:
+        """Refuse a JSON body before reading it: it needs a declared length within the limit."""
+        if length is None:
+            raise InputError("The request has no Content-Length; send a JSON body.")
+        if length > self.limits.json_bytes:
+            raise UploadTooLarge(f"The JSON body is {length} bytes, more than the limit of {self.limits.json_bytes}.")
 
     # -- model ----------------------------------------------------------------------------------------
-    def info(self, request: Request) -> Response:
+    def info(self) -> dict[str, Any]:
         if self._info is None:
             self._info = {**self.runtime.describe(), "limits": self.limits.to_json(), "accept": ACCEPT}
-        return json_response(self._info)
+        return self._info
 
     # -- uploads --------------------------------------------------------------------------------------
-    def upload(self, request: Request) -> Response:
-        kind = request.query.get("kind", "")
-        upload = self.uploads.receive(kind, request.body, request.length, request.query.get("filename"))
+    def upload(self, pending: PendingUpload) -> dict[str, Any]:
+        """Identify a fully received upload, analyse it if it is audio, and describe it (blocking)."""
+        upload = pending.finish()
         if upload.kind == "audio":
             try:
                 upload.info = self.runtime.analyse_audio(upload)
@@ -146,19 +108,19 @@ class Api:
             upload.info["mel_png"] = f"/api/uploads/{upload.id}/mel.png"
             upload.info["mel_npy"] = f"/api/uploads/{upload.id}/mel.npy"
         upload.info["url"] = f"/api/uploads/{upload.id}/file"
-        return json_response(upload.to_json(), 201)
+        return upload.to_json()
 
-    def upload_file(self, request: Request, upload_id: str, what: str) -> Response:
+    def upload_file(self, upload_id: str, what: str) -> FileReply:
         upload = self._known_upload(upload_id)
-        if upload is None:
-            return error_response(404, "No such upload.")
+        if upload is None or what not in ("file", "mel.png", "mel.npy"):
+            raise NotFound("No such upload.")
         if what == "file":
-            return Response(200, upload.path, _media_type(upload.kind, upload.format))
+            return FileReply(upload.path, _media_type(upload.kind, upload.format))
         if upload.kind != "audio":
-            return error_response(404, "Only audio uploads have a spectrogram.")
+            raise NotFound("Only audio uploads have a spectrogram.")
         suffix = what.removeprefix("mel")
-        return Response(200, upload.path.with_suffix(f".mel{suffix}"),
-                        "image/png" if suffix == ".png" else "application/octet-stream")
+        return FileReply(upload.path.with_suffix(f".mel{suffix}"),
+                         "image/png" if suffix == ".png" else "application/octet-stream")
 
     def _known_upload(self, upload_id: str):
         try:
@@ -167,45 +129,46 @@ class Api:
             return None
 
     # -- jobs -------------------------------------------------------------------------------------------
-    def submit(self, request: Request) -> Response:
-        job_request = parse_job_request(request.read_json_body(self.limits.json_bytes))
+    def submit(self, body: bytes) -> dict[str, Any]:
+        job_request = parse_job_request(body)
         resolved = self.runtime.resolve(job_request, self.uploads)
         job = self.queue.submit(resolved, resolved.summary())
-        return json_response(self.describe_job(job), 202)
+        return self.describe_job(job)
 
-    def list_jobs(self, request: Request) -> Response:
-        return json_response({"jobs": [self.describe_job(job) for job in reversed(self.queue.jobs())]})
+    def list_jobs(self) -> dict[str, Any]:
+        return {"jobs": [self.describe_job(job) for job in reversed(self.queue.jobs())]}
 
-    def job(self, request: Request, job_id: str) -> Response:
-        job = self._known_job(job_id)
-        return json_response(self.describe_job(job)) if job else error_response(404, "No such job.")
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self.describe_job(self._job_or_404(job_id))
 
-    def cancel(self, request: Request, job_id: str) -> Response:
-        job = self._known_job(job_id)
-        if job is None:
-            return error_response(404, "No such job.")
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        job = self._job_or_404(job_id)
         self.queue.cancel(job)
-        return json_response(self.describe_job(job))
+        return self.describe_job(job)
 
-    def output_file(self, request: Request, job_id: str, index: str, what: str) -> Response:
-        output = self._output(job_id, int(index))
-        if output is None:
-            return error_response(404, "No such output.")
-        download = request.query.get("download") == "1"
+    def output_file(self, job_id: str, index: int, what: str, download: bool = False) -> FileReply:
+        output = self._output(job_id, index)
+        if output is None or (what != "bundle" and what not in OUTPUT_FILES):
+            raise NotFound("No such output.")
         if what == "bundle":
-            return Response(200, _bundle(output), "application/zip",
-                            {"Content-Disposition": _attachment(output.audio.stem + ".zip")})
+            return FileReply(_bundle(output), "application/zip",
+                             {"Content-Disposition": _attachment(output.audio.stem + ".zip")})
         attribute, content_type = OUTPUT_FILES[what]
         path = getattr(output, attribute)
-        headers = {"Content-Disposition": _attachment(path.name)} if download else {}
-        return Response(200, path, content_type, headers)
+        return FileReply(path, content_type, {"Content-Disposition": _attachment(path.name)} if download else {})
 
-    def frame_file(self, request: Request, job_id: str, j: str, k: str) -> Response:
+    def frame_file(self, job_id: str, j: int, k: int) -> FileReply:
         job = self._known_job(job_id)
         result = job.result if job else None
-        if not isinstance(result, JobResult) or int(j) >= len(result.frames) or int(k) >= len(result.frames[int(j)]):
-            return error_response(404, "No such frame.")
-        return Response(200, result.frames[int(j)][int(k)], "image/png")
+        if not isinstance(result, JobResult) or j >= len(result.frames) or k >= len(result.frames[j]):
+            raise NotFound("No such frame.")
+        return FileReply(result.frames[j][k], "image/png")
+
+    def _job_or_404(self, job_id: str) -> Job:
+        job = self._known_job(job_id)
+        if job is None:
+            raise NotFound("No such job.")
+        return job
 
     def _known_job(self, job_id: str) -> Job | None:
         return self.queue.get(job_id) if is_id(job_id) else None

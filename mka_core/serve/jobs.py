@@ -78,7 +78,10 @@ class JobQueue:
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
-        self._thread.start()
+        """Start the worker (a second call does nothing)."""
+        with self._lock:
+            if self._thread.ident is None:
+                self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Cancel what waits, ask the running job to stop, and wait for the worker."""

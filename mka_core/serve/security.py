@@ -8,6 +8,8 @@
   ``?token=TOKEN`` on the page address (the page then sets the cookie and drops it from the URL).
 * Requests that change something (POST, DELETE) carrying an ``Origin`` header must come from
   the server's own origin, so another site's page cannot submit jobs from a visitor's browser.
+
+This module decides; :mod:`mka_core.serve.middleware` applies the decisions to every request.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
-from http.cookies import SimpleCookie
 from urllib.parse import urlsplit
 
 COOKIE = "mka_token"
@@ -81,20 +83,13 @@ class AccessPolicy:
             return True
         return given is not None and hmac.compare_digest(given.encode(), self.token.encode())
 
-    def token_from(self, headers, query: dict[str, str]) -> str | None:
-        """The token a request carries, from the Authorization header, the cookie or the query."""
-        auth = headers.get("Authorization") or ""
+    def token_from(self, authorization: str | None, cookies: Mapping[str, str], query: Mapping[str, str]) -> str | None:
+        """The token a request carries: from the Authorization header, else the cookie, else the query."""
+        auth = authorization or ""
         if auth.lower().startswith("bearer "):
             return auth[7:].strip()
-        cookie_header = headers.get("Cookie")
-        if cookie_header:
-            cookie = SimpleCookie()
-            try:
-                cookie.load(cookie_header)
-            except Exception:  # a malformed cookie header is just "no token"
-                cookie = SimpleCookie()
-            if COOKIE in cookie:
-                return cookie[COOKIE].value
+        if COOKIE in cookies:
+            return cookies[COOKIE]
         return query.get("token")
 
     def cookie_header(self) -> str:

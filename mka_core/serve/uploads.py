@@ -1,8 +1,9 @@
 """Uploaded images, videos and audio: size and type limits, sniffing, validation, storage.
 
-An upload arrives as the raw request body (no multipart parsing) with its kind named in the
-URL. It is streamed into the uploads folder under a new random id, refused once it passes
-the size limit, and then identified from its *content*, never from the client's file name
+An upload arrives as the request body with its kind named in the URL (the HTTP layer also
+unwraps a one-file multipart form). Its declared size is checked against the limit before
+anything is read; it is then streamed into the uploads folder under a new random id (never
+past the declared size) and identified from its *content*, never from the client's file name
 or Content-Type: an image must open with Pillow as PNG, JPEG, GIF, WebP or BMP and decode
 completely; audio must be a format libsndfile reads (WAV, FLAC, OGG, MP3, AIFF); a video must
 be an MP4/MOV, WebM/Matroska or AVI container with a decodable video stream. The stored file
@@ -79,6 +80,47 @@ def guess_kind(head: bytes) -> str | None:
     return None
 
 
+class PendingUpload:
+    """An upload being received: the body streams into ``<id>.part``, never past the declared length.
+
+    :meth:`finish` identifies the content (blocking: call it off an event loop) and keeps it
+    under its detected suffix; :meth:`abort` removes what was written. Writing happens on the
+    caller's side, so an async server can feed it chunk by chunk as they arrive.
+    """
+
+    def __init__(self, store: UploadStore, upload_id: str, kind: str, length: int, filename: str | None,
+                 part: Path) -> None:
+        self.store, self.id, self.kind, self.length, self.filename, self.part = store, upload_id, kind, length, filename, part
+        self.received = 0
+        self._handle = part.open("wb")
+
+    @property
+    def missing(self) -> int:
+        return self.length - self.received
+
+    def write(self, chunk: bytes) -> None:
+        if len(chunk) > self.missing:  # more than declared: a broken client, never buffered
+            raise InputError(f"The upload sent more than the {self.length} bytes it declared; send it again.")
+        self._handle.write(chunk)
+        self.received += len(chunk)
+
+    def finish(self) -> Upload:
+        self._handle.close()
+        if self.received < self.length:
+            raise InputError(f"The upload stopped after {self.received} of {self.length} bytes; send it again.")
+        fmt, suffix = self.store._identify(self.kind, self.part)
+        path = self.store.folders.upload_path(self.id, suffix)
+        os.replace(self.part, path)
+        upload = Upload(id=self.id, kind=self.kind, path=path, label=display_label(self.filename, self.kind),
+                        size=self.length, format=fmt)
+        self.store._keep(upload)
+        return upload
+
+    def abort(self) -> None:
+        self._handle.close()
+        self.part.unlink(missing_ok=True)
+
+
 class UploadStore:
     """Receives uploads into ``folders.uploads`` and remembers them by id."""
 
@@ -89,33 +131,45 @@ class UploadStore:
         self._lock = threading.Lock()
 
     # -- receiving -------------------------------------------------------------------------
-    def receive(self, kind: str, stream: BinaryIO, length: int | None, filename: str | None) -> Upload:
-        """Stream ``length`` bytes into a new file, validate them as ``kind`` and keep the upload."""
+    def limit(self, kind: str) -> int:
+        """The largest upload of this kind, in bytes (an unknown kind is an InputError)."""
         if kind not in KINDS:
             raise InputError(f"Unknown upload kind '{kind}'; use one of: {', '.join(KINDS)}.")
-        limit = self.upload_bytes[kind]
+        return self.upload_bytes[kind]
+
+    def begin(self, kind: str, length: int | None, filename: str | None) -> PendingUpload:
+        """Check the kind and the declared size, and open a new file to stream the body into.
+
+        Every size check happens here, from the declared length, before one byte is read:
+        a body over the limit is refused (:class:`UploadTooLarge`) without reading it.
+        """
+        limit = self.limit(kind)
         if length is None:
             raise InputError("The upload has no Content-Length; send the file as the request body.")
         if length <= 0:
             raise InputError("The upload is empty; choose a non-empty file.")
         if length > limit:
-            raise UploadTooLarge(f"The {kind} upload is {_megabytes(length)}, more than the limit of {_megabytes(limit)}.")
+            raise UploadTooLarge(f"The {kind} upload is {megabytes(length)}, more than the limit of {megabytes(limit)}.")
         upload_id = new_id()
-        part = self.folders.upload_path(upload_id, ".part")
+        return PendingUpload(self, upload_id, kind, length, filename, self.folders.upload_path(upload_id, ".part"))
+
+    def receive(self, kind: str, stream: BinaryIO, length: int | None, filename: str | None) -> Upload:
+        """Read ``length`` bytes from a blocking ``stream``, validate them as ``kind`` and keep the upload."""
+        pending = self.begin(kind, length, filename)
         try:
-            received = _copy_exactly(stream, part, length)
-            if received < length:
-                raise InputError(f"The upload stopped after {received} of {length} bytes; send it again.")
-            fmt, suffix = self._identify(kind, part)
-            path = self.folders.upload_path(upload_id, suffix)
-            os.replace(part, path)
+            while pending.missing:
+                chunk = stream.read(min(_CHUNK, pending.missing))
+                if not chunk:
+                    break
+                pending.write(chunk)
+            return pending.finish()
         except BaseException:
-            part.unlink(missing_ok=True)
+            pending.abort()
             raise
-        upload = Upload(id=upload_id, kind=kind, path=path, label=display_label(filename, kind), size=length, format=fmt)
+
+    def _keep(self, upload: Upload) -> None:
         with self._lock:
-            self._uploads[upload_id] = upload
-        return upload
+            self._uploads[upload.id] = upload
 
     def discard(self, upload: Upload) -> None:
         with self._lock:
@@ -237,18 +291,6 @@ def _head(path: Path) -> bytes:
         return handle.read(16)
 
 
-def _copy_exactly(stream: BinaryIO, path: Path, length: int) -> int:
-    received = 0
-    with path.open("wb") as out:
-        while received < length:
-            chunk = stream.read(min(_CHUNK, length - received))
-            if not chunk:
-                break
-            out.write(chunk)
-            received += len(chunk)
-    return received
-
-
 def _expected(kind: str) -> str:
     return {
         "image": "upload a PNG, JPEG, GIF, WebP or BMP image",
@@ -264,7 +306,7 @@ def _a(kind: str) -> str:
     return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
 
 
-def _megabytes(size: int) -> str:
+def megabytes(size: int) -> str:
     return f"{size / (1024 * 1024):.1f} MB"
 
 
