@@ -1,4 +1,4 @@
-"""`mka data`: prepare manifests, synthesise the open corpus, propose captions.
+"""`mka data`: prepare manifests, synthesise the open corpus, build the real-recording corpus, propose captions.
 
 One module per subcommand (``data_<name>.py``), each exposing ``NAME``, ``HELP``,
 ``add_arguments(parser)`` and ``run(args)``.
@@ -11,7 +11,8 @@ import importlib
 
 from mka_core.cli.command import Command
 
-SUBCOMMAND_MODULES: list[str] = ["training.cli.data_prepare", "training.cli.data_synth", "training.cli.data_caption"]
+SUBCOMMAND_MODULES: list[str] = ["training.cli.data_prepare", "training.cli.data_synth", "training.cli.data_caption",
+                                  "training.cli.data_real"]
 
 
 def _modules():

@@ -91,9 +91,13 @@ def _tidy(text: str) -> str:
     return re.sub(r"\s+([,;])", r"\1", text)
 
 
-def event_phrases(name: str, tags: dict, rng: np.random.Generator, loudness: str = "") -> tuple[str, str]:
-    """(noun phrase, clause) for one event with the given tags; ``loudness`` is "loud", "quiet" or ""."""
-    vocab = VOCAB[name]
+def event_phrases(name: str, tags: dict, rng: np.random.Generator, loudness: str = "",
+                  vocab_table: dict | None = None) -> tuple[str, str]:
+    """(noun phrase, clause) for one event with the given tags; ``loudness`` is "loud", "quiet" or "".
+
+    ``vocab_table``: the phrase tables by class name (default: the synthetic corpus's VOCAB; the
+    real-recording corpus passes its label map's)."""
+    vocab = (VOCAB if vocab_table is None else vocab_table)[name]
     tags = {k: v for k, v in tags.items() if v}
     surface_words = vocab.get("surfaces", {}).get(tags.get(vocab.get("surface_tag", "surface"), ""), ["floor"])
     surface = _pick(rng, surface_words)
@@ -133,7 +137,7 @@ def event_phrases(name: str, tags: dict, rng: np.random.Generator, loudness: str
 
 
 def compose_caption(mode: str, events: list[tuple[str, dict]], clip_tags: dict, split: str,
-                    rng: np.random.Generator) -> tuple[str, str]:
+                    rng: np.random.Generator, vocab_table: dict | None = None) -> tuple[str, str]:
     """A caption and its frame id for a clip.
 
     ``events``: (class name, tags) in the clip's order (lead first); ``clip_tags``: the scene's
@@ -146,7 +150,7 @@ def compose_caption(mode: str, events: list[tuple[str, dict]], clip_tags: dict, 
     for k, (name, tags) in enumerate(events, start=1):
         # A background sound is quiet by construction; the clip's loudness describes the lead.
         loudness = clip_tags.get("loudness", "") if k == 1 else ""
-        slots[f"np{k}"], slots[f"c{k}"] = event_phrases(name, tags, rng, loudness)
+        slots[f"np{k}"], slots[f"c{k}"] = event_phrases(name, tags, rng, loudness, vocab_table)
     text = frames[index].format(**slots)
     endings = []
     if clip_tags.get("room") and rng.uniform() < 0.5:
