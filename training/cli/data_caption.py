@@ -3,11 +3,13 @@
 ::
 
     mka data caption train.tsv --out train.captioned.tsv
-    mka data caption train.tsv --out new.tsv --threshold 0.3 --experts my-captioner,my-retriever --clap clap
+    mka data caption train.tsv --out new.tsv --threshold 0.3 --experts panns-tags,clap-retrieval --corpus captioned.tsv
 
 Every registered caption expert (or those named with --experts) proposes candidates for each
 clip; LAION-CLAP scores them against the clip; the best candidate replaces the caption when its
-score is greater than --threshold. Rows below the threshold, with no candidate, or with audio
+score is greater than --threshold. mka ships two experts: clap-retrieval (captions of the nearest
+clips of --corpus, by LAION-CLAP audio embedding) and panns-tags (PANNs tags composed into captions);
+see docs/training-data.md. Rows below the threshold, with no candidate, or with audio
 that cannot be read keep their caption and are listed. The new manifest gets two columns,
 caption_expert and caption_score.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from mka_core.errors import InputError
@@ -30,10 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, default=None,
                         help="keep a candidate only when its CLAP score (cosine, -1..1) is greater than this (default 0.0)")
     parser.add_argument("--experts", default=None, metavar="NAMES",
-                        help="comma-separated caption experts to ask (default: every registered one)")
+                        help="comma-separated caption experts to ask (default: every registered one that can start; "
+                             "the others are named in a warning)")
     parser.add_argument("--clap", default="clap", metavar="CHECKPOINT",
                         help="LAION-CLAP checkpoint, folder, or weights id (default: clap = $MKA_HOME/weights/"
                              "laion-clap-630k-audioset)")
+    parser.add_argument("--corpus", default=None, metavar="MANIFEST",
+                        help="captioned manifest that retrieval experts search (default: MANIFEST itself)")
     parser.add_argument("--batch-size", type=int, default=8, help="clips per expert call (default 8)")
     parser.add_argument("--device", default="auto", help="device for CLAP: auto, cpu, cuda[:N], mps (default auto)")
     parser.add_argument("--report", metavar="JSON", default=None,
@@ -60,8 +66,19 @@ def run(args: argparse.Namespace) -> int:
     if not rows:
         raise InputError(f"The manifest {args.manifest} has no rows to caption.")
     names = [n.strip() for n in args.experts.split(",") if n.strip()] if args.experts else None
-    experts = registered_experts(names)
     scorer = load_scorer(args.clap, args.device)
+    from mka_core.devices import resolve_device
+
+    corpus = args.corpus if args.corpus is not None else args.manifest
+    if args.corpus is not None and not Path(args.corpus).is_file():
+        raise InputError(f"--corpus {args.corpus}: no such manifest.")
+    # Experts that use CLAP share the scorer's model rather than loading a second copy.
+    clap = getattr(scorer, "scorer", scorer) if hasattr(getattr(scorer, "scorer", scorer), "embed_audio") else args.clap
+    skipped: list[tuple[str, str]] = []
+    experts = registered_experts(names, {"corpus": str(corpus), "clap": clap, "device": resolve_device(args.device)},
+                                 skipped)
+    for name, reason in skipped:
+        print(f"mka: warning: caption expert '{name}' left out: {reason}", file=sys.stderr)
     decisions = distill_rows(rows, experts, scorer, threshold=threshold, batch_size=args.batch_size,
                              progress=None if args.quiet else _progress(len(rows)))
     write_manifest(args.out, apply_decisions(rows, decisions))
@@ -75,7 +92,14 @@ def load_scorer(source: str, device: str):
     from mka_core.devices import resolve_device
     from mka_core.ranking import load_clap_scorer
 
-    scorer = load_clap_scorer(source, device=resolve_device(device))
+    from mka_core.errors import WeightsError
+
+    try:
+        scorer = load_clap_scorer(source, device=resolve_device(device))
+    except WeightsError as exc:
+        if source in ("clap", "laion-clap", "laion"):
+            raise WeightsError(f"{exc} To download them: mka weights pull laion-clap-630k-audioset --allow-network.") from None
+        raise
     if not hasattr(scorer, "score_candidates"):
         from training.data.distill import PairScorer
 

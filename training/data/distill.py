@@ -8,6 +8,13 @@ or whose audio cannot be read) keep their caption and are reported.
 
 Experts are plugins: ``register_caption_experts(register)`` registers :class:`CaptionExpert`
 subclasses (or instances); ``mka data caption`` asks every registered expert, or the ones named.
+mka's own two (``clap-retrieval`` and ``panns-tags``, :mod:`mka_plugins.experts`) register the
+same way.
+
+Settings: a class is instantiated with the keyword arguments its ``__init__`` accepts among
+those ``mka data caption`` offers - ``corpus`` (the captioned manifest retrievers search:
+``--corpus``, else the manifest being captioned), ``clap`` (the ``--clap`` weights) and
+``device`` (``--device``). A class taking none of them is instantiated with no arguments.
 """
 
 from __future__ import annotations
@@ -103,8 +110,14 @@ class Decision:
 # -- experts ---------------------------------------------------------------------------------------
 
 
-def registered_experts(names: Sequence[str] | None = None) -> list[CaptionExpert]:
-    """The registered caption experts (all, or those named), ready to use."""
+def registered_experts(names: Sequence[str] | None = None, options: dict[str, Any] | None = None,
+                       skipped: list[tuple[str, str]] | None = None) -> list[CaptionExpert]:
+    """The registered caption experts (all, or those named), ready to use (see the module docstring for ``options``).
+
+    With ``skipped`` (a list) and no ``names``, an expert that cannot start (its weights are not
+    pulled, it needs a setting) is left out and ``(name, reason)`` appended there; an expert named
+    explicitly always raises. When none can start, the first reason is raised.
+    """
     from mka_core.plugins import manager
 
     known = manager.names("caption-expert")
@@ -115,11 +128,38 @@ def registered_experts(names: Sequence[str] | None = None) -> list[CaptionExpert
     unknown = [n for n in wanted if n not in known]
     if unknown:
         raise InputError(f"Unknown caption expert '{unknown[0]}'; installed experts: {', '.join(known)}.")
-    return [instantiate(manager.get("caption-expert", n), n) for n in wanted]
+    if names or skipped is None:
+        return [instantiate(manager.get("caption-expert", n), n, options) for n in wanted]
+    from mka_core.errors import MkaError
+
+    experts, first = [], None
+    for n in wanted:
+        try:
+            experts.append(instantiate(manager.get("caption-expert", n), n, options))
+        except MkaError as exc:
+            first = first or exc
+            skipped.append((n, str(exc)))
+    if not experts and first is not None:
+        raise first
+    return experts
 
 
-def instantiate(obj: Any, name: str) -> CaptionExpert:
-    expert = obj() if isinstance(obj, type) else obj
+def accepted_options(cls: type, options: dict[str, Any] | None) -> dict[str, Any]:
+    """The entries of ``options`` that ``cls.__init__`` takes by name."""
+    import inspect
+
+    if not options or cls.__init__ is object.__init__:
+        return {}
+    try:
+        params = inspect.signature(cls.__init__).parameters
+    except (TypeError, ValueError):
+        return {}
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    return {k: v for k, v in options.items() if takes_any or k in params}
+
+
+def instantiate(obj: Any, name: str, options: dict[str, Any] | None = None) -> CaptionExpert:
+    expert = obj(**accepted_options(obj, options)) if isinstance(obj, type) else obj
     kind = getattr(expert, "kind", None)
     if kind not in ("captioner", "retriever"):
         raise PluginError(f"Caption expert '{name}' has kind {kind!r}; it must be 'captioner' or 'retriever'.")
