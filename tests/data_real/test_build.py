@@ -259,3 +259,24 @@ def test_folder_mode_and_bad_input(recordings, tmp_path):
     bad_map.write_text("[class.a]\nnp = ['a']\n")
     assert_clean_error(run_cli("data", "real", "--folder", recordings / "farm", "--licence", "CC0", "--labels", bad_map,
                                "--out", tmp_path / "w"), "clause")
+
+
+def test_classifier_trains_on_real_rows_only(corpus, tmp_path):
+    """`mka eval train-classifier --real-only` on the corpus's train split (which holds synthetic and
+    augmented rows) learns only the classes real recordings cover, and is scored on held-out clips."""
+    out = tmp_path / "clf"
+    result = run_cli("eval", "train-classifier", "--manifest", corpus / "train.tsv", "--valid", corpus / "heldout.tsv",
+                     "--real-only", "--preset", "tiny", "--epochs", "1", "--crop-seconds", "2", "--out", out, "--quiet")
+    assert result.returncode == 0, result.stderr
+    saved = json.loads((out / "classifier.json").read_text())
+    text = json.dumps(saved)
+    assert "dog_bark" not in text  # the synthetic-only class never reaches the classifier
+    for name in ("rain", "footsteps", "cow"):
+        assert f'"{name}"' in text
+    assert saved.get("training", {}).get("real_only") is True or '"real_only": true' in text
+    # Without an origin column, --real-only refuses instead of guessing.
+    plain = tmp_path / "plain.tsv"
+    plain.write_text("name\tdataset\tcaption\taudio_path\tmel_path\tduration\tlabels\n"
+                     f"a\t\train\t{read_manifest(corpus / 'train.tsv')[0].audio_path}\t\t\train\n")
+    assert_clean_error(run_cli("eval", "train-classifier", "--manifest", plain, "--real-only", "--out", tmp_path / "c2"),
+                       "origin")

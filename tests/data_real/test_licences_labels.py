@@ -151,3 +151,7 @@ def test_split_is_by_key_deterministic_and_covers_classes():
     # A class with three recordings still gets one held out.
     small = assign_splits([("p", "z"), ("q", "z"), ("r", "z")], heldout=0.01, valid=0.0)
     assert sorted(small.values()).count("heldout") == 1
+    # Every class keeps a training recording, even when the hash sent them all elsewhere.
+    for key in ("k0", "k1", "k2", "k3"):
+        assert assign_splits([(key, "solo")], heldout=0.9, valid=0.05) == {key: "train"}
+    assert "train" in assign_splits([("a", "pair"), ("b", "pair")], heldout=0.98, valid=0.01).values()

@@ -89,6 +89,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", dest="train_device", default="auto", help="auto, cpu, cuda or mps (default auto)")
     parser.add_argument("--limit", dest="train_limit", type=int, default=None, metavar="N",
                         help="use only the first N training rows")
+    parser.add_argument("--real-only", action="store_true",
+                        help="train and validate only on rows made of real recordings (origin 'recording' or "
+                             "'composed', as `mka data real` writes), never on augmented or synthetic rows")
     parser.add_argument("--overwrite", action="store_true", help="replace a classifier already in --out")
     parser.add_argument("--quiet", dest="train_quiet", action="store_true", help="no progress output")
 
@@ -247,7 +250,7 @@ def run_train_classifier(args: argparse.Namespace) -> int:
     from training.data.manifest import read_manifest
     from training.evaluation.classifier import CLASSIFIER_JSON, MelCnnConfig, save_mel_cnn
     from training.evaluation.train_classifier import (TrainSettings, check_labels, class_names, load_labelled_mels,
-                                                      split_for_validation, train_classifier)
+                                                      real_rows_only, split_for_validation, train_classifier)
 
     settings = TrainSettings(epochs=args.epochs, batch_size=args.train_batch_size, lr=args.lr,
                              crop_seconds=args.crop_seconds, gain_db=args.gain_db, seed=args.train_seed,
@@ -261,9 +264,13 @@ def run_train_classifier(args: argparse.Namespace) -> int:
     if args.train_limit is not None and args.train_limit < 2:
         raise InputError(f"--limit must be at least 2, got {args.train_limit}.")
     config = MelCnnConfig.preset(args.preset)
-    rows = read_manifest(args.train_manifest)[: args.train_limit]
+    rows = read_manifest(args.train_manifest)
+    if args.real_only:
+        rows = real_rows_only(rows, args.train_manifest)
+    rows = rows[: args.train_limit]
     if args.train_valid:
-        train_rows, valid_rows = rows, read_manifest(args.train_valid)
+        valid_rows = read_manifest(args.train_valid)
+        train_rows, valid_rows = rows, real_rows_only(valid_rows, args.train_valid) if args.real_only else valid_rows
         classes = class_names(train_rows, args.train_manifest)
         check_labels(valid_rows, args.train_valid, known=classes)
     else:
@@ -281,7 +288,7 @@ def run_train_classifier(args: argparse.Namespace) -> int:
                       f"{record['valid_loss']:.4f}  accuracy {100 * record['valid_accuracy']:.1f} %")
 
     model, summary = train_classifier(train, valid, config, settings, on_epoch=on_epoch)
-    summary.update(train_manifest=str(Path(args.train_manifest).resolve()),
+    summary.update(train_manifest=str(Path(args.train_manifest).resolve()), real_only=bool(args.real_only),
                    valid_manifest=str(Path(args.train_valid).resolve()) if args.train_valid else "every 10th training row",
                    preset=args.preset)
     save_mel_cnn(model, out, training=summary)

@@ -88,6 +88,19 @@ def check_labels(rows: Sequence[ManifestRow], where: str, known: Sequence[str] |
                                  f"not know (its classes: {shown}).")
 
 
+def real_rows_only(rows: Sequence[ManifestRow], where: str) -> list[ManifestRow]:
+    """The rows made only of real recordings: ``origin`` is ``recording`` or ``composed`` (the
+    column `mka data real` writes); augmented and synthetic rows are left out."""
+    from training.data.real.build import REAL_ORIGINS
+
+    if not rows or all("origin" not in row.extra for row in rows):
+        raise InputError(f"--real-only needs an 'origin' column in {where}; manifests made by `mka data real` have one.")
+    kept = [row for row in rows if row.extra.get("origin") in REAL_ORIGINS]
+    if not kept:
+        raise InputError(f"{where} has no row of real recordings (origin {' or '.join(REAL_ORIGINS)}).")
+    return kept
+
+
 def load_labelled_mels(rows: Sequence[ManifestRow], classes: Sequence[str], config: MelCnnConfig,
                        progress: Callable[[int, int], None] | None = None) -> LabelledMels:
     from mka_core.audio.io import load_audio

@@ -59,10 +59,17 @@ class Source:
     render: str = ""
     _paragraphs: list[FilesParagraph] | None = None
     _files_root: Path | None = None
+    _archive: zipfile.ZipFile | None = None
 
     @property
     def is_archive(self) -> bool:
         return not self.render and self.root.suffix.lower() == ".zip"
+
+    def archive(self) -> zipfile.ZipFile:
+        # Opened once: reading a large archive's directory for every member would dominate the build.
+        if self._archive is None:
+            self._archive = zipfile.ZipFile(self.root)
+        return self._archive
 
     def files_root(self) -> Path:
         """Where the files are: ``root``, or for ``render = "soundfont"`` the folder of rendered phrases."""
@@ -112,8 +119,7 @@ class SourceFile:
 
     def read_bytes(self) -> bytes:
         if self.source.is_archive:
-            with zipfile.ZipFile(self.source.root) as archive:
-                return archive.read(self.relative)
+            return self.source.archive().read(self.relative)
         return (self.source.files_root() / self.relative).read_bytes()
 
     def open(self) -> io.BytesIO:
@@ -126,8 +132,7 @@ def list_files(source: Source) -> list[SourceFile]:
         raise InputError(f"The source '{source.name}' has no folder or archive at {source.root}; install its package "
                          f"({source.package or 'see the sources file'}) or fix its 'root'.")
     if source.is_archive:
-        with zipfile.ZipFile(source.root) as archive:
-            names = [info.filename for info in archive.infolist() if not info.is_dir()]
+        names = [info.filename for info in source.archive().infolist() if not info.is_dir()]
     elif source.render or source.root.is_dir():
         root = source.files_root()
         names = [path.relative_to(root).as_posix() for path in root.rglob("*") if path.is_file()]

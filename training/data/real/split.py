@@ -8,7 +8,9 @@ and clips only combine recordings of the same split, so no recording is heard in
 
 A class with at least ``min_for_heldout`` recordings but none drawn for held-out gets its
 recording with the lowest hash value moved there (likewise for valid with twice as many), so
-every well-populated class can be evaluated; this too depends only on the recordings.
+every well-populated class can be evaluated; a class whose recordings all fell outside train
+gets its highest-valued one back in train, so every class can be learnt. This too depends
+only on the recordings.
 """
 
 from __future__ import annotations
@@ -44,4 +46,7 @@ def assign_splits(items: Iterable[tuple[str, str]], heldout: float = 0.15, valid
                 candidates = [key for _, key in members if splits[key] == "train"]
                 if candidates:
                     splits[candidates[0]] = split
+        if not any(splits[key] == "train" for _, key in members):
+            # A class nobody can learn is no use to evaluate: its last recording trains.
+            splits[members[-1][1]] = "train"
     return splits
