@@ -34,7 +34,6 @@ def git_blob_id(data: bytes) -> str:
 class LocalHub:
     def __init__(self, repos: dict[tuple[str, str], dict[str, bytes]]) -> None:
         self.repos = {key: dict(files) for key, files in repos.items()}
-        self.commits = {key: hashlib.sha1(f"{key}".encode()).hexdigest() for key in self.repos}
         self.cut_after: dict[str, int] = {}
         self.fail_status: dict[str, int] = {}
         self.tamper: dict[str, bytes] = {}
@@ -62,6 +61,10 @@ class LocalHub:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+
+    def commit(self, key: tuple[str, str]) -> str:
+        """The repo's commit id (fixed per repo, as tests add repos after start)."""
+        return hashlib.sha1(repr(key).encode()).hexdigest()
 
     def gets(self, path: str) -> list[str | None]:
         """The Range headers of the GETs of ``path`` (None for a full GET)."""
@@ -107,7 +110,7 @@ class _Handler(BaseHTTPRequestHandler):
         hub.log.append((self.command, path, self.headers.get("Range")))
         if key is None or key not in hub.repos:
             return self._error(404, "RepoNotFound")
-        commit = hub.commits[key]
+        commit = hub.commit(key)
         files = hub.repos[key]
         if path not in files:
             return self._error(404, "EntryNotFound", commit)
