@@ -250,3 +250,61 @@ def test_a_bad_upload_shows_the_servers_sentence(page, tmp_path):
     page.set_input_files("#input-file-picker", str(bogus))
     page.wait_for_selector("#error:not([hidden])")
     assert page.locator("#error").inner_text() == "The file is audio, not an image; upload a PNG, JPEG, GIF, WebP or BMP image."
+
+
+def test_the_recorder_takes_mono_16_bit_wav_through_an_audio_worklet(browser, served, tmp_path):
+    import soundfile as sf
+
+    context = browser.new_context(viewport={"width": 1280, "height": 1100}, permissions=["microphone"])
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: errors.append(message.text) if "Content Security Policy" in message.text else None)
+    try:
+        page.goto(served + "/")
+        page.wait_for_selector("body[data-ready='1']", timeout=20_000)
+        # The deprecated node must not be used: any call to it now fails the recording.
+        page.evaluate("() => { AudioContext.prototype.createScriptProcessor = () => { throw new Error('ScriptProcessorNode used'); }; }")
+        page.select_option("#task", "sdedit")
+        page.click("#record")
+        wait_for_js(page, "document.getElementById('record').textContent === 'Stop'", 10)
+        page.wait_for_timeout(1500)
+        page.click("#record")
+        wait_for_js(page, "document.getElementById('init-status').textContent.startsWith('recording.wav')", 20)
+        rate = page.evaluate("new AudioContext().sampleRate")
+        upload_id = page.evaluate("document.getElementById('init-player').src").split("/api/uploads/")[1].split("/")[0]
+        wav = tmp_path / "recording.wav"
+        wav.write_bytes(fetch(f"{served}/api/uploads/{upload_id}/file"))
+        info = sf.info(str(wav))
+        assert (info.format, info.subtype, info.channels, info.samplerate) == ("WAV", "PCM_16", 1, rate)
+        assert 1.0 < info.duration < 4.0, info.duration  # about the 1.5 s between the two clicks
+        samples, _ = sf.read(str(wav))
+        assert np.abs(samples).max() > 0.01  # Chromium's fake microphone beeps: the take is not silence
+    finally:
+        context.close()
+    assert errors == [], errors
+
+
+def test_a_420_px_window_keeps_every_box_inside_the_window(browser, served, tmp_path):
+    context = browser.new_context(viewport={"width": 420, "height": 900})
+    page = context.new_page()
+    try:
+        page.goto(served + "/")
+        page.wait_for_selector("body[data-ready='1']", timeout=20_000)
+        page.select_option("#task", "inpaint")  # the longest form: init audio, task options
+        page.click("#plugins summary")         # and the plugin tables
+        page.screenshot(path=str(tmp_path / "narrow-420.png"), full_page=True)
+        layout = page.evaluate("""() => {
+            const edge = (selector) => document.querySelector(selector).getBoundingClientRect().right;
+            const outside = [...document.querySelectorAll('body *')].filter((node) => {
+                const box = node.getBoundingClientRect();
+                return box.width > 0 && box.right > document.documentElement.clientWidth + 0.5;
+            }).map((node) => node.tagName + '#' + node.id);
+            return {scroll: document.documentElement.scrollWidth, width: document.documentElement.clientWidth,
+                    settings: edge('#settings'), panel: edge('#request'), outside};
+        }""")
+    finally:
+        context.close()
+    assert layout["scroll"] <= layout["width"] == 420, layout
+    assert layout["settings"] <= layout["panel"], layout  # the settings box stays inside its panel
+    assert layout["outside"] == [], layout

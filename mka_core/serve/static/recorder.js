@@ -1,6 +1,9 @@
 // Recording from the microphone straight to 16-bit PCM WAV, the one format every mka install
-// reads (MediaRecorder would give WebM/Opus, which libsndfile does not).
+// reads (MediaRecorder would give WebM/Opus, which libsndfile does not). The samples are taken
+// on the audio thread by an AudioWorklet (recorder-worklet.js), mono, at the context's rate.
 "use strict";
+
+const WORKLET_URL = "/static/recorder-worklet.js";
 
 class WavRecorder {
   constructor() {
@@ -10,31 +13,53 @@ class WavRecorder {
   }
 
   static available() {
-    return Boolean(navigator.mediaDevices && navigator.mediaDevices.getUserMedia && window.isSecureContext);
+    return Boolean(navigator.mediaDevices && navigator.mediaDevices.getUserMedia && window.isSecureContext
+      && window.AudioWorkletNode);
   }
 
   async start() {
     this.chunks = [];
     this.stream = await navigator.mediaDevices.getUserMedia({ audio: true });
     this.context = new AudioContext();
+    try {
+      await this.context.audioWorklet.addModule(WORKLET_URL);
+    } catch (error) {
+      await this.release();
+      throw error;
+    }
     this.source = this.context.createMediaStreamSource(this.stream);
-    // ScriptProcessorNode is deprecated but needs no extra module file and works everywhere.
-    this.processor = this.context.createScriptProcessor(4096, 1, 1);
-    this.processor.onaudioprocess = (event) => {
-      this.chunks.push(new Float32Array(event.inputBuffer.getChannelData(0)));
-    };
-    this.source.connect(this.processor);
-    this.processor.connect(this.context.destination);
+    // One input channel, mixed down from whatever the microphone gives (as the recorder always did).
+    this.tap = new AudioWorkletNode(this.context, "mka-recorder-tap", {
+      numberOfInputs: 1, numberOfOutputs: 1, outputChannelCount: [1],
+      channelCount: 1, channelCountMode: "explicit", channelInterpretation: "speakers",
+    });
+    this.stopped = new Promise((resolve) => {
+      this.tap.port.onmessage = (event) => {
+        if (event.data === "stopped") resolve();
+        else this.chunks.push(event.data);
+      };
+    });
+    this.source.connect(this.tap);
+    // The tap outputs silence; connecting it keeps the graph rendering it in every browser.
+    this.tap.connect(this.context.destination);
   }
 
   // Stops recording and returns the take as a WAV Blob.
   async stop() {
+    this.tap.port.postMessage("stop");
+    // Every block recorded before the stop arrives before "stopped" (a suspended context would
+    // never answer: give up waiting after a second and keep what arrived).
+    await Promise.race([this.stopped, new Promise((resolve) => setTimeout(resolve, 1000))]);
     this.source.disconnect();
-    this.processor.disconnect();
-    this.stream.getTracks().forEach((track) => track.stop());
+    this.tap.disconnect();
     const rate = this.context.sampleRate;
-    await this.context.close();
+    await this.release();
     return encodeWav(this.chunks, rate);
+  }
+
+  async release() {
+    this.stream.getTracks().forEach((track) => track.stop());
+    if (this.context.state !== "closed") await this.context.close();
   }
 }
 
