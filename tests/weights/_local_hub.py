@@ -14,7 +14,9 @@ version's ``file_download.py`` / ``utils/_http.py``):
 Faults for the tests: ``cut_after[path] = n`` sends the first n bytes of the next full GET of
 ``path`` and closes the connection; ``fail_status[path] = code`` answers every later GET of
 ``path`` with that status; ``tamper[path] = bytes`` serves other bytes than the ones the
-headers describe. ``log`` records (method, path, Range header) of every request.
+headers describe; ``stall_after[path] = n`` sends n bytes of the next full GET, sets
+``stalled`` and holds the connection open (until the client goes away or ``stop``). ``log``
+records (method, path, Range header) of every request.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ class LocalHub:
         self.cut_after: dict[str, int] = {}
         self.fail_status: dict[str, int] = {}
         self.tamper: dict[str, bytes] = {}
+        self.stall_after: dict[str, int] = {}
+        self.stalled = threading.Event()
+        self.released = threading.Event()
         self.log: list[tuple[str, str, str | None]] = []
         self._server: ThreadingHTTPServer | None = None
 
@@ -58,6 +63,7 @@ class LocalHub:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def stop(self) -> None:
+        self.released.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -139,6 +145,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(chunk)))
         self.end_headers()
         if not body:
+            return
+        stall = hub.stall_after.pop(path, None) if not start else None
+        if stall is not None:
+            self.wfile.write(chunk[:stall])
+            self.wfile.flush()
+            hub.stalled.set()
+            hub.released.wait(60)
+            self.close_connection = True
             return
         cut = hub.cut_after.pop(path, None) if not start else None
         if cut is not None:
