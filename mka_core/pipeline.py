@@ -70,6 +70,9 @@ class GenerationResult:
     mels: torch.Tensor
     latents: torch.Tensor | None
     metadata: list[dict[str, Any]] = field(default_factory=list)
+    #: The GenerationRequest as it ran (every default resolved) and each row's flattened-batch index.
+    request: Any = None
+    indices: list[int] = field(default_factory=list)
 
     def numpy(self):
         return self.waveforms.float().cpu().numpy()
@@ -313,7 +316,9 @@ class Pipeline:
             1.0 if student else request.guidance,
         )
         defaults = self.config.defaults
-        options = defaults.sampler_options if request.sampler == defaults.sampler else {}
+        options = request.extra.get("sampler_options")  # the GenerationRequest's, defaults resolved
+        if options is None:
+            options = defaults.sampler_options if request.sampler == defaults.sampler else {}
         sampler = get_sampler(request.sampler, **options)
         latents = sampler.sample(
             denoiser,

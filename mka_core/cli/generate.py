@@ -1,53 +1,45 @@
 """`mka generate`: inputs -> audio files, each with a JSON sidecar that replays it bit for bit.
 
-The command reads straight down: gather the request (flags, or a sidecar with ``--replay``),
-check what can be checked before loading anything, load the model, run the one generation
-flow (:func:`mka_core.generate.generate`, shared with the Python API and the web server),
-optionally rank candidates, then write each output atomically with its sidecar. Bad input
-stops the run before any file is written; an interruption removes anything half-written.
-See ``docs/generate.md``.
+The command reads straight down: build the :class:`~mka_core.request.GenerationRequest` (from
+flags, or from a sidecar with ``--replay``; every value is checked there), load the model,
+run the one generation flow (:func:`mka_core.generate.generate`, shared with the Python API
+and the web server), optionally rank candidates, then write each output atomically with its
+sidecar (:mod:`mka_core.outputs`). Bad input stops the run before any file is written; an
+interruption removes anything half-written. Under ``torchrun`` each process generates and
+writes its share of the outputs (:mod:`mka_core.cli.sharding`). See ``docs/generate.md``.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mka_core.cli.command import Command
 from mka_core.cli.options import parse_key_values
 from mka_core.errors import InputError
+from mka_core.request import GenerationRequest, OutputNaming, build_request
 
 #: Flags that define the generation itself; --replay takes them from the sidecar instead.
-REQUEST_FLAGS = ("inputs", "cond", "prompts", "task", "task_option", "init", "strength", "mask", "duration",
-                 "steps", "sampler", "guidance", "seed", "n", "rank_with")
+REQUEST_FLAGS = ("inputs", "cond", "cond_option", "prompts", "task", "task_option", "init", "strength", "mask",
+                 "duration", "steps", "sampler", "sampler_option", "guidance", "seed", "n", "rank_with")
 
 
 @dataclass
-class Plan:
-    """What to generate, whether it came from flags or from a sidecar."""
+class Run:
+    """A request and how to run it: which model, where, and (``--replay``) which output to write."""
 
+    request: GenerationRequest
     model: str | None
-    inputs: list[str]
-    cond: str | None = None
-    task: str | None = None
-    task_options: dict[str, Any] = field(default_factory=dict)
-    init: str | None = None
-    mask: str | None = None
-    duration: float | None = None
-    steps: int | None = None
-    sampler: str | None = None
-    guidance: float | None = None
-    seed: int | None = None
-    n: int = 1
     device: str = "auto"
     dtype: str = "float32"
     #: --replay: write only this flattened-batch index.
     only_index: int | None = None
     recorded_model_hash: str | None = None
+    #: --replay: files the recorded request read, with their SHA-256.
+    recorded_files: dict[str, str] | None = None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,6 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", default=None,
                         help="t2a, sdedit, inpaint or a plugin's task (default: inpaint with --mask, sdedit with --init, "
                              "else the model's default)")
+    parser.add_argument("--cond-option", action="append", metavar="KEY=VALUE", default=None,
+                        help="option of the conditioner over the ones the model saved, repeatable")
     parser.add_argument("--task-option", action="append", metavar="KEY=VALUE", default=None,
                         help="task option, repeatable (e.g. variant=blend for inpaint)")
     parser.add_argument("--init", metavar="AUDIO", default=None, help="init audio for sdedit and inpaint")
@@ -69,16 +63,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mask", default=None,
                         help="inpainting region to regenerate: '2.0-3.5,6-7' (seconds), '2-3.5@300-2000' (seconds@Hz), "
                              "a .npy or a .png file")
-    parser.add_argument("--duration", type=float, default=None,
+    parser.add_argument("--duration", default=None,
                         help="seconds (default: the init audio's length, else the model's default)")
-    parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
+    parser.add_argument("--steps", default=None, help="sampler steps, 1-1000 (default: the model's)")
     from mka_core.diffusion.samplers import sampler_names
 
     parser.add_argument("--sampler", default=None,
                         help=f"an installed sampler: {', '.join(sampler_names())} (default: the model's)")
-    parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the model's)")
-    parser.add_argument("--seed", type=int, default=None, help="seed of the first output; output i uses seed + i (default: random)")
-    parser.add_argument("--n", type=int, default=None, help="candidates per input (default 1)")
+    parser.add_argument("--sampler-option", action="append", metavar="KEY=VALUE", default=None,
+                        help="sampler option, repeatable (e.g. eta=0.5 for ddim)")
+    # Numbers arrive as text and are checked by the request model, so a bad value is one sentence
+    # with the same rule as the server's and the Python API's.
+    parser.add_argument("--guidance", default=None, help="classifier-free guidance scale, 0-100 (default: the model's)")
+    parser.add_argument("--seed", default=None,
+                        help="seed of the first output, 0 <= seed <= 2^63 - outputs; output i uses seed + i "
+                             "(default: random)")
+    # -n as well: under torchrun, "--n" is an ambiguous prefix of torchrun's own --nnodes and --nproc-per-node.
+    parser.add_argument("--n", "-n", dest="n", default=None, help="candidates per input (default 1)")
     parser.add_argument("--rank-with", metavar="CLAP_CHECKPOINT", default=None,
                         help="with --n > 1, order each input's candidates by CLAP score (needs the clap-text plugin)")
     parser.add_argument("--out", "-o", default=None,
@@ -120,7 +121,8 @@ def read_prompts(path: str) -> list[str]:
     return [line.strip() for line in lines]
 
 
-def plan_from_args(args: argparse.Namespace) -> Plan:
+def run_from_args(args: argparse.Namespace) -> Run:
+    """The flags as a :class:`GenerationRequest` (checked by the request model: one sentence on error)."""
     inputs = list(args.inputs or [])
     cond = None
     if args.cond:
@@ -132,98 +134,119 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         if not 0 < args.strength <= 1:
             raise InputError(f"--strength must be in (0, 1] (t0 of sdedit; 0.2-0.5 is the useful range), got {args.strength:g}.")
         options["strength"] = args.strength
-    task = args.task
-    if task is None:
-        task = "inpaint" if args.mask is not None else "sdedit" if (args.init or args.strength is not None) else None
     if args.init is not None and Path(args.init).expanduser().is_dir():
         raise InputError(f"The init audio {args.init} is a folder; give the path of an audio file inside it.")
     if args.init is not None and not Path(args.init).expanduser().is_file():
         raise InputError(f"The init audio {args.init} does not exist.")
-    if args.duration is not None:
-        from mka_core.geometry import check_duration
-
-        check_duration(args.duration)
-    n = 1 if args.n is None else args.n
-    if n < 1:
-        raise InputError(f"--n (candidates per input) must be at least 1, got {n}.")
-    return Plan(model=args.model, inputs=inputs, cond=cond, task=task, task_options=options, init=args.init,
-                mask=args.mask, duration=args.duration, steps=args.steps, sampler=args.sampler,
-                guidance=args.guidance, seed=args.seed, n=n, device=args.device or "auto",
-                dtype=args.dtype or "float32")
+    request = build_request(
+        inputs=inputs, cond=cond, cond_options=parse_key_values(args.cond_option, "conditioner option"),
+        task=args.task, task_options=options, sampler=args.sampler,
+        sampler_options=parse_key_values(args.sampler_option, "sampler option"), steps=args.steps,
+        guidance=args.guidance, duration=args.duration, seed=args.seed, n=args.n, init_audio=args.init,
+        mask=args.mask, output=OutputNaming(out=args.out, spectrogram=bool(args.spectrogram)),
+    )
+    return Run(request=request, model=args.model, device=args.device or "auto", dtype=args.dtype or "float32")
 
 
-def plan_from_sidecar(args: argparse.Namespace) -> Plan:
-    from mka_core.cli.sidecar import RecordedFile, check_recorded_file, read_sidecar
+def run_from_sidecar(args: argparse.Namespace) -> Run:
+    """The request a sidecar recorded; output naming (``-o``, ``--spectrogram``) comes from this run's flags."""
+    from mka_core.outputs.sidecar import check_recorded_files, read_sidecar
 
     given = [name for name in REQUEST_FLAGS if getattr(args, name, None) not in (None, [], False)]
     if given:
         flags = ", ".join("INPUT" if g == "inputs" else "--" + g.replace("_", "-") for g in given)
         raise InputError(f"--replay takes the whole request from the sidecar; drop {flags}.")
     sidecar = read_sidecar(args.replay)
-    req = sidecar.request
-    init = check_recorded_file(req.init, "init audio") if req.init is not None else None
-    mask = check_recorded_file(req.mask, "mask file") if isinstance(req.mask, RecordedFile) else req.mask
-    return Plan(model=args.model or sidecar.model.path, inputs=list(req.inputs), cond=req.cond, task=req.task,
-                task_options=dict(req.task_options), init=init, mask=mask, duration=req.duration, steps=req.steps,
-                sampler=req.sampler, guidance=req.guidance, seed=req.seed, n=req.n,
-                device=args.device or req.device, dtype=args.dtype or req.dtype, only_index=sidecar.index,
-                recorded_model_hash=sidecar.model.index_sha256)
+    check_recorded_files(sidecar.files)
+    request = sidecar.request.with_changes(output=OutputNaming(out=args.out, spectrogram=bool(args.spectrogram)))
+    return Run(request=request, model=args.model or sidecar.model.path, device=args.device or sidecar.runtime.device,
+               dtype=args.dtype or sidecar.runtime.dtype, only_index=sidecar.index,
+               recorded_model_hash=sidecar.model.index_sha256, recorded_files=sidecar.files)
 
 
-def absolute_file_inputs(pipe, plan: Plan) -> list[str]:
+def absolute_file_inputs(pipe, request: GenerationRequest) -> GenerationRequest:
     """File inputs (images, videos) as absolute paths, so a sidecar replays from any folder."""
-    conditioner = pipe.conditioner_for(plan.cond)
+    if not request.inputs:
+        return request
+    conditioner = pipe.conditioner if request.cond is None else _conditioner_class(request.cond)
     if getattr(conditioner, "input_kind", "text") == "text":
-        return plan.inputs
-    return [str(Path(item).expanduser().resolve()) if Path(item).expanduser().exists() else item for item in plan.inputs]
+        return request
+    inputs = [str(Path(item).expanduser().resolve()) if Path(item).expanduser().exists() else item
+              for item in request.inputs]
+    return request.with_changes(inputs=inputs)
+
+
+def _conditioner_class(name: str):
+    from mka_core.plugins import manager
+
+    return manager.get("conditioner", name)
 
 
 # -- running --------------------------------------------------------------------------------------------
 
 
 def run(args: argparse.Namespace) -> int:
-    from mka_core.cli.output_files import plan_destination
+    from mka_core.cli.sharding import Shard, shard_device
+    from mka_core.outputs.files import plan_destination
+    from mka_core.outputs.writer import Destination
 
-    plan = plan_from_sidecar(args) if args.replay else plan_from_args(args)
-    outputs = 1 if plan.only_index is not None else max(1, len(plan.inputs)) * plan.n
-    out_file, out_dir = plan_destination(args.out, outputs)
-    pipe, model_dir = load_pipeline(plan)
-    if plan.task is not None:
+    job = run_from_sidecar(args) if args.replay else run_from_args(args)
+    request = job.request
+    outputs = 1 if job.only_index is not None else request.outputs
+    out_file, out_dir = plan_destination(request.output.out, outputs)
+    ranked = bool(getattr(args, "rank_with", None)) and request.n > 1
+    shard = Shard.from_environment(request, replay=job.only_index is not None, ranked=ranked)
+    if shard.rows is not None and len(shard.rows) == 0:
+        print(f"mka: rank {shard.rank} of {shard.world} has no outputs to make ({outputs} in all); done.",
+              file=sys.stderr)
+        return 0
+    pipe, model_dir = load_pipeline(job, shard_device(job.device, shard))
+    if request.task is not None:
         from mka_core.pipeline import get_task
 
-        task = get_task(plan.task)
-        if "strength" in plan.task_options and "strength" not in task.Options.model_fields:
-            raise InputError(f"--strength applies to the sdedit task, not to '{plan.task}'.")
-    plan.inputs = absolute_file_inputs(pipe, plan) if plan.inputs else plan.inputs
+        task = get_task(request.task)
+        if "strength" in request.task_options and "strength" not in task.Options.model_fields:
+            raise InputError(f"--strength applies to the sdedit task, not to '{request.task}'.")
+    request = absolute_file_inputs(pipe, request)
     scorer = None
-    if getattr(args, "rank_with", None) and plan.n > 1:
+    if ranked:
         from mka_core.ranking import load_clap_scorer
 
         scorer = load_clap_scorer(args.rank_with, device=pipe.device)
-    result = run_generation(pipe, plan)
+    result = run_generation(pipe, request, only=shard.rows)
     ranking = None
     if scorer is not None:
         from mka_core.ranking import rank_candidates
 
         prompts = [str(m.get("input") or "") for m in result.metadata]
         ranking = rank_candidates(result.waveforms, prompts, scorer)
-    written = write_outputs(args, plan, pipe, model_dir, result, ranking, out_file, out_dir)
-    print_summary(written, ranking)
+    from mka_core.outputs.writer import write_outputs
+
+    written = write_outputs(pipe, model_dir, result, Destination(out_file, out_dir), ranking=ranking,
+                            only_index=job.only_index, spectrogram=request.output.spectrogram)
+    print_summary(written, ranking, shard.title())
     return 0
 
 
-def load_pipeline(plan: Plan):
+def load_pipeline(job: Run, device: str):
+    """The model, with a line on stderr while it loads (most of a short run) and its precision warnings."""
     from mka_core.model_lookup import index_hash, resolve_model
+    from mka_core.models.precision import precision_warnings
     from mka_core.pipeline import Pipeline
 
-    model_dir = resolve_model(plan.model)
-    if plan.recorded_model_hash and index_hash(model_dir) != plan.recorded_model_hash:
+    model_dir = resolve_model(job.model)
+    if job.recorded_model_hash and index_hash(model_dir) != job.recorded_model_hash:
         print(f"mka: warning: the model at {model_dir} differs from the one the sidecar recorded; "
               "the replay may not match.", file=sys.stderr)
-    return Pipeline.from_pretrained(model_dir, device=plan.device, dtype=plan.dtype), model_dir
+    print(f"mka: loading the model {model_dir} (device {device}, {job.dtype})...", file=sys.stderr, flush=True)
+    pipe = Pipeline.from_pretrained(model_dir, device=device, dtype=job.dtype)
+    for warning in precision_warnings(pipe.device, pipe.requested_dtype, pipe.dtype):
+        print(f"mka: warning: {warning}", file=sys.stderr)
+    pipe._precision_warned = True  # said here once; generate() would warn again otherwise
+    return pipe, model_dir
 
 
-def run_generation(pipe, plan: Plan):
+def run_generation(pipe, request: GenerationRequest, only: range | None = None):
     """The shared generation flow, with a progress bar on stderr while the sampler runs."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -238,107 +261,14 @@ def run_generation(pipe, plan: Plan):
         def on_step(step: int, total: int) -> None:
             progress.update(bar, completed=step, total=total)
 
-        return generate(
-            pipe, plan.inputs or None, task=plan.task, cond=plan.cond, duration=plan.duration, steps=plan.steps,
-            sampler=plan.sampler, guidance=plan.guidance, seed=plan.seed, n=plan.n, init_audio=plan.init,
-            mask=plan.mask, task_options=plan.task_options or None, progress=on_step,
-        )
+        return generate(pipe, request, progress=on_step, only=only)
 
 
-# -- writing --------------------------------------------------------------------------------------------
-
-
-def encode_audio(waveform, sample_rate: int, suffix: str) -> bytes:
-    """16-bit PCM WAV (or FLAC) bytes; deterministic, so a replay gives the same file."""
-    import numpy as np
-    import soundfile as sf
-
-    data = np.clip(waveform.float().cpu().numpy(), -1.0, 1.0)
-    buffer = io.BytesIO()
-    sf.write(buffer, data, sample_rate, format="FLAC" if suffix == ".flac" else "WAV", subtype="PCM_16")
-    return buffer.getvalue()
-
-
-def build_sidecar(plan: Plan, pipe, model_dir: Path, result, index: int, file: Path, ranking) -> Any:
-    from mka_core import __version__
-    from mka_core.cli.sidecar import RecordedModel, RecordedRequest, Sidecar, record_file
-    from mka_core.devices import dtype_name
-    from mka_core.model_lookup import index_hash
-
-    meta = result.metadata[index]
-    first = result.metadata[0]
-    mask = plan.mask
-    if mask is not None and Path(mask).expanduser().is_file():
-        mask = record_file(mask)
-    request = RecordedRequest(
-        inputs=plan.inputs, cond=plan.cond, task=first["task"], task_options=first["task_options"],
-        init=record_file(plan.init) if plan.init else None, mask=mask, duration=first["duration"],
-        steps=first["steps"], sampler=first["sampler"], guidance=first["guidance"], seed=first["seed"], n=plan.n,
-        device=str(pipe.device), dtype=dtype_name(pipe.dtype),
-    )
-    num_samples = int(result.waveforms.shape[-1])
-    return Sidecar(
-        mka_version=__version__, file=file.name, index=index, input_index=meta["input_index"],
-        candidate=meta["candidate"], seed=meta["seed"], input=meta.get("input"),
-        model=RecordedModel(path=str(model_dir), index_sha256=index_hash(model_dir)), request=request,
-        sample_rate=result.sample_rate, num_samples=num_samples, duration=num_samples / result.sample_rate,
-        rank=ranking.ranks[index] if ranking else None, score=ranking.scores[index] if ranking else None,
-        metadata={k: v for k, v in meta.items() if k not in ("mka_version",)},
-    )
-
-
-def write_outputs(args, plan: Plan, pipe, model_dir: Path, result, ranking, out_file: Path | None,
-                  out_dir: Path) -> list[dict[str, Any]]:
-    """Write each output with its sidecar (and spectrogram): all of an output appears at once, or none of it."""
-    from mka_core.cli.output_files import OutputFiles, slugify
-    from mka_core.cli.sidecar import sidecar_json
-
-    if plan.only_index is not None:
-        if plan.only_index >= result.waveforms.shape[0]:
-            raise InputError(f"The sidecar's index {plan.only_index} is outside its batch of {result.waveforms.shape[0]}.")
-        indices = [plan.only_index]
-    else:
-        indices = ranking.order if ranking else list(range(result.waveforms.shape[0]))
-    duration = result.waveforms.shape[-1] / result.sample_rate
-    files = OutputFiles()
-    written: list[dict[str, Any]] = []
-    try:
-        for index in indices:
-            meta = result.metadata[index]
-            suffix = out_file.suffix.lower() if out_file is not None else ".wav"
-            audio = encode_audio(result.waveforms[index], result.sample_rate, suffix)
-            image = None
-            if args.spectrogram:
-                from mka_core.spectrogram_image import mel_to_png_bytes
-
-                frames = -(-result.waveforms.shape[-1] // pipe.hop_length)
-                image = mel_to_png_bytes(result.mels[index, ..., :frames])
-
-            def companions(path: Path, index: int = index, image: bytes | None = image) -> dict[str, bytes]:
-                # The sidecar records the output's file name, so it is made for the name being taken.
-                sidecar = build_sidecar(plan, pipe, model_dir, result, index, path, ranking)
-                made = {".json": sidecar_json(sidecar).encode("utf-8")}
-                if image is not None:
-                    made[".png"] = image
-                return made
-
-            if out_file is not None:
-                path = files.publish(out_file, audio, companions(out_file))
-            else:
-                slug = slugify(meta.get("input"), meta["task"])
-                path = files.publish_unique(out_dir, slug, meta["seed"], audio, companions)
-            written.append({"file": str(path), "input": meta.get("input"), "seed": meta["seed"],
-                            "duration": duration, "index": index})
-    finally:
-        files.discard()
-    return written
-
-
-def print_summary(written: list[dict[str, Any]], ranking) -> None:
+def print_summary(written: list[dict[str, Any]], ranking, title: str = "mka generate") -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="mka generate")
+    table = Table(title=title)
     for column in ("file", "input", "seed", "duration"):
         table.add_column(column, overflow="fold")
     if ranking:
@@ -347,7 +277,7 @@ def print_summary(written: list[dict[str, Any]], ranking) -> None:
     for row in written:
         cells = [row["file"], row["input"] or "-", str(row["seed"]), f"{row['duration']:.3f} s"]
         if ranking:
-            cells += [str(ranking.ranks[row["index"]]), f"{ranking.scores[row['index']]:.4f}"]
+            cells += [str(ranking.ranks[row["row"]]), f"{ranking.scores[row['row']]:.4f}"]
         table.add_row(*cells)
     Console(soft_wrap=True).print(table)
 

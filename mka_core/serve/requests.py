@@ -1,21 +1,26 @@
-"""The JSON body of ``POST /api/jobs``: one generation request, checked before it is queued.
+"""The JSON body of ``POST /api/jobs``: the server's shape of a :class:`~mka_core.request.GenerationRequest`.
 
-Every field mirrors a ``mka generate`` flag. Files are never named by path: image, video and
-audio inputs are ``{"upload": ID}`` references to earlier uploads, and the inpainting mask is
-a list of boxes (:class:`~mka_core.serve.mask_boxes.MaskBox`), so no request can make the
-server read a file of its choosing.
+Every setting is a :class:`~mka_core.request.RequestSettings` field, checked by the same rules
+as ``mka generate``'s flags and the Python API (seed range, finite guidance, durations, steps,
+candidates). What differs is how files arrive: never by path. Image, video and audio inputs are
+``{"upload": ID}`` references to earlier uploads, the init audio is an upload id, and the
+inpainting mask is a list of boxes (:class:`~mka_core.serve.mask_boxes.MaskBox`), so no request
+can make the server read a file of its choosing. :meth:`ModelRuntime.resolve
+<mka_core.serve.runtime.ModelRuntime.resolve>` turns the uploads into the server's own paths
+and the boxes into a mask text, and builds the GenerationRequest that runs and that every
+output's sidecar records.
 """
 
 from __future__ import annotations
 
 import json
-import math
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, ValidationError, field_validator
 
 from mka_core.config import StrictModel
 from mka_core.errors import InputError
+from mka_core.request import RequestSettings
 from mka_core.serve.mask_boxes import MaskBox
 
 
@@ -25,39 +30,30 @@ class UploadRef(StrictModel):
     upload: str
 
 
-class JobRequest(StrictModel):
-    """What to generate. Left-out fields take the model's defaults, as in ``mka generate``."""
+class JobRequest(RequestSettings):
+    """What to generate. Left-out fields take the model's defaults, as in ``mka generate``.
 
-    task: str | None = Field(None, description="t2a, sdedit, inpaint or a plugin's task")
-    cond: str | None = Field(None, description="conditioner name (default: the model's own)")
+    ``seed`` may also be ``"random"`` (the same as leaving it out).
+    """
+
     inputs: list[str | UploadRef] = Field(default_factory=list, description="prompts, or {'upload': id} items")
     init_audio: str | None = Field(None, description="upload id of the init audio (sdedit, inpaint)")
     mask: list[MaskBox] | None = Field(None, description="inpainting boxes in seconds and mel bins")
-    task_options: dict[str, Any] = Field(default_factory=dict)
-    steps: int | None = Field(None, ge=1)
-    sampler: str | None = None
-    guidance: float | None = Field(None, ge=0, le=100)
-    seed: int | Literal["random"] | None = None
-    duration: float | None = None
-    n: int = Field(1, ge=1)
 
-    @field_validator("seed")
+    @field_validator("init_audio")
     @classmethod
-    def _seed_range(cls, value: Any) -> Any:
-        if isinstance(value, int) and not 0 <= value < 2**62:
-            raise ValueError("seed must be between 0 and 2^62, or \"random\"")
-        return value
-
-    @field_validator("guidance", "duration")
-    @classmethod
-    def _finite(cls, value: float | None) -> float | None:
-        if value is not None and not math.isfinite(value):
-            raise ValueError("must be a finite number")
+    def _upload_id(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must be an upload id; leave it out for no init audio")
         return value
 
     @property
+    def outputs(self) -> int:
+        return max(1, len(self.inputs)) * self.n
+
+    @property
     def fixed_seed(self) -> int | None:
-        return None if self.seed in (None, "random") else int(self.seed)
+        return self.seed
 
 
 def parse_job_request(body: bytes) -> JobRequest:
@@ -68,10 +64,14 @@ def parse_job_request(body: bytes) -> JobRequest:
         raise InputError(f"The request body is not JSON ({exc.__class__.__name__}); send a JSON object.") from exc
     if not isinstance(data, dict):
         raise InputError("The request body must be a JSON object of generation settings.")
+    return job_request_from_dict(data)
+
+
+def job_request_from_dict(data: dict[str, Any]) -> JobRequest:
+    """A decoded JSON object -> :class:`JobRequest`, or an InputError with one sentence naming the field."""
     try:
         return JobRequest.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "body"
-        message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
-        raise InputError(f"Invalid request field '{where}': {message}.") from exc
+        from mka_core.request import request_sentence
+
+        raise InputError(request_sentence(exc)) from exc

@@ -1,9 +1,12 @@
 """The one model the server keeps in memory: describing it, checking requests, running jobs.
 
-Generation goes through :func:`mka_core.generate.generate`, the flow ``mka generate`` and the
-Python API run, and outputs are written by the generate command's own
-:func:`~mka_core.cli.generate.write_outputs` (atomic WAV, JSON sidecar, spectrogram PNG), so a
-file downloaded from the page replays with ``mka generate --replay`` like any other.
+A job's JSON body (:class:`~mka_core.serve.requests.JobRequest`) is resolved here into a
+:class:`~mka_core.request.GenerationRequest` (uploads become the server's own paths, mask boxes
+a mask text). Generation goes through :func:`mka_core.generate.generate`, the flow
+``mka generate`` and the Python API run, and outputs are written by
+:func:`mka_core.outputs.writer.write_outputs` (atomic WAV, JSON sidecar, spectrogram PNG), the
+writer ``mka generate`` uses, so a file downloaded from the page replays with
+``mka generate --replay`` like any other. Nothing here imports the CLI.
 """
 
 from __future__ import annotations
@@ -12,12 +15,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
 from mka_core.errors import InputError
+from mka_core.request import GenerationRequest, OutputNaming, request_from_dict
 from mka_core.serve.limits import Limits
 from mka_core.serve.mask_boxes import boxes_to_mask_spec
 from mka_core.serve.requests import JobRequest, UploadRef
@@ -31,6 +34,8 @@ class ResolvedJob:
     """A checked request with every upload id turned into the server's own path."""
 
     request: JobRequest
+    #: The request that runs (and that every output's sidecar records).
+    generation: GenerationRequest
     task: str
     cond: str
     input_kind: str
@@ -154,17 +159,11 @@ class ModelRuntime:
     # -- checking ----------------------------------------------------------------------------------
     def resolve(self, request: JobRequest, uploads: UploadStore) -> ResolvedJob:
         """Check everything that can be checked without running the model; raise InputError."""
-        from mka_core.diffusion.samplers import sampler_class
+        from mka_core.generate import check_sampler, default_task, task_options
         from mka_core.pipeline import get_task
         from mka_core.plugins import manager
 
         limits, defaults = self.limits, self.pipe.config.defaults
-        task_name = request.task or ("inpaint" if request.mask else "sdedit" if request.init_audio else defaults.task)
-        task = get_task(task_name)
-        try:
-            task.Options(**request.task_options)
-        except Exception as exc:
-            raise InputError(f"Invalid options for task '{task_name}': {_first_error(exc)}.") from exc
         cond = request.cond or self.pipe.config.conditioner
         cls = manager.get("conditioner", cond)
         if cond not in self.fitting:
@@ -177,10 +176,15 @@ class ModelRuntime:
             raise InputError(f"{request.n} candidates is more than the limit of {limits.candidates} per input.")
         if request.steps is not None and request.steps > limits.steps:
             raise InputError(f"{request.steps} steps is more than the limit of {limits.steps}.")
-        if request.sampler is not None:
-            sampler_class(request.sampler)  # an unknown name is an InputError listing the installed samplers
+        sampler = request.sampler or defaults.sampler
+        check_sampler(sampler, request.sampler_options or (defaults.sampler_options if sampler == defaults.sampler
+                                                            else {}))
         if request.duration is not None:
             self.pipe.check_duration(request.duration)
+        probe = GenerationRequest(task=request.task, task_options=request.task_options)
+        task_name = default_task(self.pipe, probe, request.init_audio is not None, request.mask is not None)
+        task = get_task(task_name)
+        task_options(task, task_name, request.task_options)
         inputs, labels = self._inputs(request, kind, cond, uploads)
         if task.condition == "required" and not inputs:
             what = "a prompt" if kind == "text" else f"an uploaded {kind}"
@@ -205,9 +209,15 @@ class ModelRuntime:
                                            sample_rate=self.pipe.sample_rate, duration=duration)
         elif task.mask == "required":
             raise InputError(f"Task '{task_name}' needs a mask: drag over the spectrogram to mark the region to regenerate.")
-        settings = {"steps": request.steps or defaults.steps, "sampler": request.sampler or defaults.sampler,
-                    "guidance": defaults.guidance if request.guidance is None else request.guidance}
-        return ResolvedJob(request, task_name, cond, kind, inputs, labels, init, mask_spec, settings)
+        settings = request.model_dump(exclude={"inputs", "init_audio", "mask"})
+        generation = request_from_dict({
+            **settings, "task": task_name, "cond": cond, "inputs": inputs,
+            "init_audio": str(init.path) if init else None, "mask": mask_spec,
+            "output": OutputNaming(spectrogram=True).model_dump(),
+        })
+        shown = {"steps": request.steps or defaults.steps, "sampler": sampler,
+                 "guidance": defaults.guidance if request.guidance is None else request.guidance}
+        return ResolvedJob(request, generation, task_name, cond, kind, inputs, labels, init, mask_spec, shown)
 
     def _inputs(self, request: JobRequest, kind: str, cond: str, uploads: UploadStore) -> tuple[list[str], list[str]]:
         inputs, labels = [], []
@@ -233,29 +243,21 @@ class ModelRuntime:
     # -- running -----------------------------------------------------------------------------------
     def run(self, job: ResolvedJob, folder: Path, progress: Progress) -> JobResult:
         """Generate, then write every output (audio, sidecar, spectrogram, mel) into ``folder``."""
-        from mka_core.cli.generate import Plan, write_outputs
-        from mka_core.devices import dtype_name
         from mka_core.generate import generate
+        from mka_core.outputs.writer import Destination, write_outputs
 
-        req, pipe = job.request, self.pipe
-        plan = Plan(model=str(self.model_dir), inputs=job.inputs, cond=job.cond, task=job.task,
-                    task_options=dict(req.task_options), init=str(job.init.path) if job.init else None,
-                    mask=job.mask_spec, duration=req.duration, steps=req.steps, sampler=req.sampler,
-                    guidance=req.guidance, seed=req.fixed_seed, n=req.n, device=str(pipe.device),
-                    dtype=dtype_name(pipe.dtype))
+        pipe = self.pipe
+        request = job.generation.with_changes(output=OutputNaming(out=str(folder), spectrogram=True).model_dump())
         frames = self._picked_frames(job, folder)
-        result = generate(pipe, plan.inputs or None, task=plan.task, cond=plan.cond, duration=plan.duration,
-                          steps=plan.steps, sampler=plan.sampler, guidance=plan.guidance, seed=plan.seed, n=plan.n,
-                          init_audio=plan.init, mask=plan.mask, task_options=plan.task_options or None,
-                          progress=progress)
-        written = write_outputs(SimpleNamespace(spectrogram=True), plan, pipe, self.model_dir, result, None, None, folder)
+        result = generate(pipe, request, progress=progress)
+        written = write_outputs(pipe, self.model_dir, result, Destination(None, folder), spectrogram=True)
         outputs = []
         shown = -(-result.waveforms.shape[-1] // pipe.hop_length)
         for row in written:
             index, audio = row["index"], Path(row["file"])
-            meta = result.metadata[index]
+            meta = result.metadata[row["row"]]
             mel_path = Path(f"{audio}.mel.npy")
-            np.save(mel_path, result.mels[index, 0, :, :shown].numpy())
+            np.save(mel_path, result.mels[row["row"], 0, :, :shown].numpy())
             label = job.input_labels[meta["input_index"]] if job.input_labels else None
             outputs.append(JobOutput(index=index, seed=meta["seed"], input_index=meta["input_index"],
                                      candidate=meta["candidate"], input_label=label, duration=row["duration"],
@@ -307,12 +309,3 @@ def option_fields(options_class) -> list[dict[str, Any]]:
             entry.update(kind="text")
         fields.append(entry)
     return fields
-
-
-def _first_error(exc: Exception) -> str:
-    errors = getattr(exc, "errors", None)
-    if callable(errors):
-        first = errors()[0]
-        loc = ".".join(str(p) for p in first.get("loc", ()))
-        return f"{loc}: {first.get('msg')}" if loc else str(first.get("msg"))
-    return str(exc)

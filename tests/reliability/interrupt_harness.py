@@ -41,7 +41,7 @@ PAUSE_SECONDS = 180.0
 #: Imported once in the launcher so each forked run starts warm.
 WARM_MODULES = ("torch", "numpy", "soundfile", "transformers", "rich.console", "rich.progress",
                 "mka_core.cli.main", "mka_core.cli.generate", "mka_core.cli.convert", "mka_core.pipeline",
-                "mka_core.generate", "mka_core.presets", "mka_plugins.conditioners.bert")
+                "mka_core.generate", "mka_core.outputs.writer", "mka_core.presets", "mka_plugins.conditioners.bert")
 #: transformers imports its models on first attribute access: touch what the tiny bert models use.
 WARM_ATTRIBUTES = ("AutoTokenizer", "BertTokenizer", "BertTokenizerFast", "BertConfig", "BertModel")
 

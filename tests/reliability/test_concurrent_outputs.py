@@ -1,6 +1,6 @@
 """Runs writing into one folder at once never overwrite each other's files.
 
-Output names are reserved with ``O_CREAT | O_EXCL`` (mka_core/cli/output_files.py): the kernel
+Output names are reserved with ``O_CREAT | O_EXCL`` (mka_core/outputs/files.py): the kernel
 lets exactly one process create a name. Two real `mka generate` processes are released at
 the same instant into the reservation of the same name; many processes then race for one
 name directly.
@@ -15,14 +15,14 @@ from pathlib import Path
 
 import soundfile as sf
 
-from mka_core.cli.output_files import OutputFiles
+from mka_core.outputs.files import OutputFiles
 
 
 def test_two_generate_runs_into_one_folder_keep_both_outputs(cli, tiny_model_dir, tmp_path):
     out = tmp_path / "out"
     args = ("generate", "--model", tiny_model_dir, "rain", "--duration", "0.3", "--steps", "1", "--seed", "7",
             "-o", f"{out}/")
-    runs = [cli(*args, pause_at="mka_core.cli.output_files:OutputFiles.publish_unique") for _ in range(2)]
+    runs = [cli(*args, pause_at="mka_core.outputs.files:OutputFiles.publish_unique") for _ in range(2)]
     for run in runs:
         run.wait_until_paused()
     for run in runs:

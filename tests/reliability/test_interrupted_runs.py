@@ -40,10 +40,10 @@ def test_interrupted_generate_leaves_no_partial_file(cli, tiny_model_dir, tmp_pa
         # Ctrl-C while the sampler runs: nothing has been written yet, nothing may appear.
         (signal.SIGINT, cli(*model, "-o", f"{sampling}/", pause_at="mka_core.pipeline:Pipeline.sample")),
         # SIGTERM while the audio is encoded to replace an existing file: the old file stays as it was.
-        (signal.SIGTERM, cli(*model, "-o", previous, pause_at="mka_core.cli.generate:encode_audio")),
+        (signal.SIGTERM, cli(*model, "-o", previous, pause_at="mka_core.outputs.writer:encode_audio")),
         # SIGTERM while the second output's sidecar is made: the first output is complete and
         # stays; nothing of the second remains.
-        (signal.SIGTERM, cli(*model, "--n", "2", "-o", f"{sidecar}/", pause_at="mka_core.cli.sidecar:sidecar_json",
+        (signal.SIGTERM, cli(*model, "--n", "2", "-o", f"{sidecar}/", pause_at="mka_core.outputs.writer:sidecar_json",
                              call=2)),
     ]
     for sig, run in runs:
@@ -91,7 +91,7 @@ def test_interrupted_while_the_sidecar_is_made_keeps_the_replaced_file(cli, tiny
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     assert sorted(before) == ["existing.wav", "existing.wav.json"]
     again = cli("generate", "--model", tiny_model_dir, "thunder", "--duration", "0.5", "--steps", "2", "--seed", "3",
-                "-o", tmp_path / "existing.wav", pause_at="mka_core.cli.sidecar:sidecar_json")
+                "-o", tmp_path / "existing.wav", pause_at="mka_core.outputs.writer:sidecar_json")
     again.wait_until_paused()
     again.send(signal.SIGTERM)
     assert_interrupted(again)
@@ -108,8 +108,8 @@ def test_kill_9_leaves_no_placeholder_that_blocks_the_next_run(cli, tiny_model_d
     sf.write(previous, [0.25] * 800, 16000)
     before = previous.read_bytes()
     model = ("generate", "--model", tiny_model_dir, "rain", *FAST)
-    runs = [cli(*model, "-o", f"{folder}/", pause_at="mka_core.cli.sidecar:sidecar_json"),
-            cli(*model, "-o", previous, pause_at="mka_core.cli.sidecar:sidecar_json")]
+    runs = [cli(*model, "-o", f"{folder}/", pause_at="mka_core.outputs.writer:sidecar_json"),
+            cli(*model, "-o", previous, pause_at="mka_core.outputs.writer:sidecar_json")]
     for run in runs:
         run.wait_until_paused()
         run.send(signal.SIGKILL)
