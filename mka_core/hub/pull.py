@@ -151,8 +151,10 @@ def verify(entry: WeightEntry, name: str, path: Path) -> tuple[str, bool]:
 
 
 def _clear_stale(parent: Path, name: str) -> None:
-    for stale in parent.glob(f".{name}.partial-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    """Remove hidden staging folders a killed pull of ``name`` left (never used; one pull per name at a time)."""
+    for pattern in (f".{name}.partial-*", f".{name}.convert-*", f".{name}.old-*"):
+        for stale in parent.glob(pattern):
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def place_files(entry: WeightEntry, files: dict[str, Path], *, overwrite: bool) -> Path:
@@ -173,8 +175,13 @@ def place_files(entry: WeightEntry, files: dict[str, Path], *, overwrite: bool) 
         if final.exists():
             if not overwrite and all((final / f).is_file() for f in entry.files):
                 return final
-            shutil.rmtree(final)
-        os.replace(staging, final)
+            # Swap by renames, so the folder is always either the old set or the new one.
+            old = final.parent / f".{entry.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(final, old)
+            os.replace(staging, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, final)
     except OSError as exc:
         if exc.errno in fetch.NO_ROOM:
             raise WeightsError(fetch.no_room_sentence(exc, final)) from None
@@ -212,6 +219,9 @@ def convert_entry(entry: WeightEntry, checkpoint: Path, *, overwrite: bool, voco
         raise InputError(f"The catalogue entry '{entry.name}' names an unknown conversion '{kind}'.")
     out = destination(entry)
     out.parent.mkdir(parents=True, exist_ok=True)
+    _clear_stale(out.parent, entry.name)
+    if out.exists() and not overwrite and not (out / "model_index.json").is_file():
+        raise InputError(f"{out} exists but holds no model; remove it, or pull with --force to replace it.")
     try:
         folder, _ = run_conversion(build, out, overwrite=overwrite)
     except OSError as exc:

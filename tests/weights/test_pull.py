@@ -39,6 +39,10 @@ def test_pull_converts_on_arrival_then_generate_by_name(hub, tmp_path):
 
     from mka_core.pipeline import Pipeline
 
+    from mka_core.model_lookup import resolve_model
+
+    # One resolver for generate, serve, eval and Python.
+    assert resolve_model("ta40multi") == (home / "models" / "ta40multi").resolve()
     pipe = Pipeline.from_pretrained("ta40multi", device="cpu")
     assert pipe.config.vocoder == "bigvgan" and pipe.config.mel.scaling == "db_unit"
 
@@ -114,6 +118,9 @@ def test_offline_names_the_files_where_they_go_and_the_command(hub, tmp_path):
     assert_clean_error(failed, "network is not allowed", "ta40multi_epoch=000085.ckpt", "best_netG.pt", "vocab.txt",
                        str(tmp_path / "home" / "models" / "ta40multi"), "mka weights pull ta40multi --allow-network")
     assert hub.log == []  # not one request
+    assert_clean_error(run_cli("weights", "pull", "ta40multi", "--allow-network", env={"HF_HUB_OFFLINE": "1"}),
+                       "HF_HUB_OFFLINE")
+    assert hub.log == []
     # MKA_ALLOW_NETWORK=1 is the flag's equivalent.
     assert run_cli("weights", "pull", "bert-base-uncased", env={"MKA_ALLOW_NETWORK": "1"}).returncode == 0
 
