@@ -13,6 +13,7 @@ BUILTIN_TARGETS = {
     "training.targets.inpaint": "InpaintTarget",
     "training.targets.vocoder": "VocoderTarget",
     "training.targets.conditioner": "ConditionerTarget",
+    "training.targets.distill": "DistillTarget",
 }
 
 
