@@ -328,58 +328,27 @@ def _select(condition: Condition, rows: range, total: int) -> Condition:
 
 
 def _conditioner(pipe: Pipeline, request: GenerationRequest):
-    """The request's conditioner; ``cond_options`` rebuild it from the model's conditioner folder with them on top."""
-    if not request.cond_options:
-        return pipe.conditioner_for(request.cond)
-    import inspect
-
-    if "options" in inspect.signature(pipe.conditioner_for).parameters:  # the pipeline's own cache
-        return pipe.conditioner_for(request.cond, options=request.cond_options)
-    from mka_core.conditioning import check_space
-    from mka_core.plugins import manager
-
-    name = request.cond or pipe.conditioner.name
-    folder = getattr(pipe, "_conditioner_dir", None)
-    if folder is None:
-        raise InputError("Conditioner options need a pipeline loaded from a folder (Pipeline.from_pretrained).")
-    conditioner = manager.get("conditioner", name).from_pretrained(folder, **request.cond_options)
-    check_space(pipe.config.space, conditioner, pipe.fitting_conditioners())
-    conditioner.to(pipe.device, pipe.dtype if pipe.device.type != "cpu" else torch.float32).eval()
-    return conditioner
+    """The request's conditioner, built once per (name, options) by the pipeline's cache."""
+    return pipe.conditioner_for(request.cond, request.cond_options or None)
 
 
 def task_options(task_obj, task_name: str, given: dict[str, Any]):
-    from pydantic import ValidationError
+    """The task's options model; a rejected value is one sentence naming the task's plugin and its options."""
+    from mka_core.plugins.faults import validate_options
 
-    try:
-        return task_obj.Options(**given)
-    except ValidationError as exc:
-        raise InputError(_sentence(exc, f"options of task '{task_name}'")) from exc
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"Invalid options for task '{task_name}': {exc}.") from exc
+    return validate_options(type(task_obj), given, "task")
 
 
 def check_sampler(name: str, options: dict[str, Any]) -> None:
-    """Unknown samplers and sampler options fail before anything heavy runs."""
+    """Unknown samplers and rejected sampler options fail before anything heavy runs."""
     from pydantic import ValidationError
 
-    from mka_core.diffusion.samplers import get_sampler
+    from mka_core.diffusion.samplers import get_sampler, sampler_class
+    from mka_core.plugins.faults import options_error
 
     try:
         get_sampler(name, **options)
     except ValidationError as exc:
-        raise InputError(_sentence(exc, f"options of sampler '{name}'")) from exc
+        raise options_error(sampler_class(name), exc, "sampler") from exc
     except TypeError as exc:
         raise InputError(f"Invalid options for sampler '{name}': {exc}.") from exc
-
-
-def _sentence(exc: Exception, what: str) -> str:
-    try:
-        from mka_core.errors import validation_sentence
-    except ImportError:  # pragma: no cover - the shared helper is the normal path
-        errors = exc.errors()  # type: ignore[attr-defined]
-        first = errors[0]
-        loc = ".".join(str(p) for p in first.get("loc", ()))
-        message = str(first.get("msg")).removeprefix("Value error, ").rstrip(".")
-        return f"Invalid {what}: {loc + ': ' if loc else ''}{message}."
-    return validation_sentence(exc, what)

@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from mka_core.config import StrictModel
-from mka_core.errors import InputError
+from mka_core.errors import InputError, validation_sentence
 from mka_core.geometry import MAX_DURATION, MIN_DURATION
 
 #: Seeds must satisfy ``0 <= seed`` and ``seed + outputs <= SEED_LIMIT``.
@@ -194,17 +194,7 @@ def request_sentence(exc: ValidationError) -> str:
     if extra:  # a misspelled or made-up field: name it, and the fields there are
         return (f"Invalid generation request: {', '.join(repr(e) for e in extra)} is an extra field, not one a "
                 "request has; check its spelling (docs/generate.md lists the fields).")
-    try:
-        from mka_core.errors import validation_sentence
-    except ImportError:  # pragma: no cover - the shared helper is the normal path
-        validation_sentence = None
-    if validation_sentence is not None:
-        return validation_sentence(exc, "generation request")
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first.get("loc", ()))
-    message = str(first.get("msg", "invalid")).removeprefix("Value error, ").rstrip(".")
-    message = message[:1].lower() + message[1:]
-    return f"Invalid generation request: {f'{where!r} ' if where else ''}{message}."
+    return validation_sentence(exc, "generation request")
 
 
 def request_from_dict(data: dict[str, Any]) -> GenerationRequest:

@@ -41,7 +41,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mka_core.config import StrictModel
-from mka_core.errors import InputError
+from mka_core.errors import InputError, validation_problems
 from mka_core.request import GenerationRequest
 
 FORMAT = "mka-generation"
@@ -170,10 +170,4 @@ def read_sidecar(path: str | Path) -> Sidecar:
 
 
 def _invalid(path: Path, exc: ValidationError) -> str:
-    try:
-        from mka_core.errors import validation_problems
-    except ImportError:  # pragma: no cover - the shared helper is the normal path
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        return f"The sidecar {path} is invalid at '{where}': {str(first.get('msg')).removeprefix('Value error, ')}."
     return f"The sidecar {path} is invalid: {validation_problems(exc)}."

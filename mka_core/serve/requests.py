@@ -4,8 +4,9 @@ Every setting is a :class:`~mka_core.request.RequestSettings` field, checked by 
 as ``mka generate``'s flags and the Python API (seed range, finite guidance, durations, steps,
 candidates). What differs is how files arrive: never by path. Image, video and audio inputs are
 ``{"upload": ID}`` references to earlier uploads, the init audio is an upload id, and the
-inpainting mask is a list of boxes (:class:`~mka_core.serve.mask_boxes.MaskBox`), so no request
-can make the server read a file of its choosing. :meth:`ModelRuntime.resolve
+inpainting mask is a list of boxes (:class:`~mka_core.serve.mask_boxes.MaskBox`), and
+``cond_options`` (which can name weight files) is refused, so no request can make the server
+read a file of its choosing. :meth:`ModelRuntime.resolve
 <mka_core.serve.runtime.ModelRuntime.resolve>` turns the uploads into the server's own paths
 and the boxes into a mask text, and builds the GenerationRequest that runs and that every
 output's sidecar records.
@@ -39,6 +40,15 @@ class JobRequest(RequestSettings):
     inputs: list[str | UploadRef] = Field(default_factory=list, description="prompts, or {'upload': id} items")
     init_audio: str | None = Field(None, description="upload id of the init audio (sdedit, inpaint)")
     mask: list[MaskBox] | None = Field(None, description="inpainting boxes in seconds and mel bins")
+
+    @field_validator("cond_options")
+    @classmethod
+    def _no_conditioner_options(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # Conditioner options can name weight files and folders; a client never chooses a path.
+        if value:
+            raise ValueError("is not accepted by the server (conditioner options can name files); "
+                             "the options the model folder saved apply")
+        return value
 
     @field_validator("init_audio")
     @classmethod

@@ -155,3 +155,8 @@ def test_a_precomputed_condition_batch_still_gets_the_seed_rule(pipe):
     condition = pipe.conditioner(["a", "b", "c"])
     with pytest.raises(InputError, match="out of range"):
         pipe(condition=condition, seed=SEED_LIMIT - 2, duration=0.3, steps=1)
+
+
+def test_the_server_takes_no_conditioner_options_since_they_can_name_files():
+    with pytest.raises(InputError, match="'cond_options' is not accepted by the server"):
+        job_request_from_dict({"inputs": ["x"], "cond_options": {"weights": "/etc"}})
