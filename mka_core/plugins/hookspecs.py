@@ -27,7 +27,7 @@ def register_vocoders(register):
 
 @hookspec
 def register_samplers(register):
-    """Register samplers: ``register(SamplerSubclass)`` (a :class:`mka_core.diffusion.samplers.base.Sampler` with a ``name``)."""
+    """Register samplers: ``register(SamplerSubclass)``; a ``Sampler`` subclass with a ``name`` attribute."""
 
 
 @hookspec

@@ -20,7 +20,7 @@ from tests.conftest import assert_clean_error, run_cli
 from training.checkpoint import latest_checkpoint, load_checkpoint
 
 SMALL = ("--set", "data.crop_frames=32", "--set", "run.batch_size=3", "--set", "optim.warmup_steps=0",
-         "--set", "run.log_every=1", "--set", "model.cache_embeddings=false")
+         "--set", "run.log_every=1", "--set", "model.cache_embeddings=false", "--set", "model.sample_steps=1")
 
 
 def distill(teacher: Path, manifest: Path, out: Path, steps: int, *extra: str):
@@ -199,7 +199,7 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "MKA_LOAD_PLUGINS": ""}
 
 def argv(teacher: Path, manifest: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "mka_core.cli.main", "train", "distill", "--teacher", str(teacher), "--data",
-            str(manifest), "--steps", "12", "--set", "run.checkpoint_every=4", *SMALL, "--out", str(out), *extra]
+            str(manifest), "--steps", "6", "--set", "run.checkpoint_every=2", *SMALL, "--out", str(out), *extra]
 
 
 def test_kill_9_and_resume_matches_an_uninterrupted_run(tmp_path, teacher_dir, sound_manifest):
@@ -212,16 +212,16 @@ def test_kill_9_and_resume_matches_an_uninterrupted_run(tmp_path, teacher_dir, s
     crashed = tmp_path / "crashed"
     proc = subprocess.Popen(argv(teacher_dir, sound_manifest, crashed), env=ENV, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: (crashed / "checkpoints" / "step-00000004" / "state.json").is_file(), proc=proc)
+    wait_for(lambda: (crashed / "checkpoints" / "step-00000002" / "state.json").is_file(), proc=proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert latest_checkpoint(crashed).name in ("step-00000004", "step-00000008"), "killed after the run had finished"
+    assert latest_checkpoint(crashed).name in ("step-00000002", "step-00000004"), "killed after the run had finished"
     resumed = subprocess.run(argv(teacher_dir, sound_manifest, crashed, "--resume"), env=ENV, capture_output=True,
                              text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
 
     (step_a, a), (step_b, b) = load_checkpoint(latest_checkpoint(straight)), load_checkpoint(latest_checkpoint(crashed))
-    assert step_a == step_b == 12
+    assert step_a == step_b == 6
     for module in ("unet", "target_unet"):  # the student and the target network
         for key, tensor in a["modules"][module].items():
             assert torch.allclose(tensor, b["modules"][module][key], atol=1e-6, rtol=0), (module, key)
