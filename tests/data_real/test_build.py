@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -190,6 +190,14 @@ def test_synthetic_and_augmented_rows_are_marked_and_train_only(corpus):
     synthetic = [row for row in rows["train"] if row.extra["origin"] == "synthetic"]
     assert len(synthetic) == 3 and all(row.extra["labels"] == "dog_bark" for row in synthetic)
     assert all(row.extra["source"].startswith("mka-synth:dog_bark") for row in synthetic)
+    def lead(row):
+        return row.extra["labels"].split(";")[0]
+
+    real = Counter(lead(row) for row in rows["train"] if row.extra["origin"] in ("recording", "composed"))
+    augmented = Counter(lead(row) for row in rows["train"] if row.extra["origin"] == "augmented")
+    assert augmented  # a thin class was filled ...
+    for label, count in augmented.items():  # ... up to --min-clips, with at most 3 per real clip
+        assert count <= 3 * real[label] and real[label] + count <= 6
     classifier_rows = read_manifest(corpus / "classifier-train.tsv")
     assert classifier_rows and all(row.extra["origin"] in ("recording", "composed") for row in classifier_rows)
     assert len(classifier_rows) == sum(row.extra["origin"] in ("recording", "composed") for row in rows["train"])
@@ -209,7 +217,7 @@ def test_dropped_report_and_attribution(corpus):
     assert dropped["farm/cow/silent.wav"] == "silent"
     assert dropped["farm/cow/tiny.wav"].startswith("too short")
     assert dropped["farm/cow/broken.ogg"].startswith("unreadable")
-    assert dropped["farm/cow/moo_copy.wav"].startswith("duplicate of farm/cow/moo_0.ogg")
+    assert dropped["farm/cow/moo_copy.wav"].startswith("duplicate (of farm/cow/moo_0.ogg, fingerprint match")
     attribution = (corpus / "ATTRIBUTION.tsv").read_text().splitlines()
     assert attribution[0].split("\t") == ["file", "package", "author", "licence", "class", "split", "clips"]
     files = {line.split("\t")[0]: line.split("\t") for line in attribution[1:]}
@@ -218,7 +226,7 @@ def test_dropped_report_and_attribution(corpus):
     assert "CC0-1.0" in (corpus / "ATTRIBUTION.md").read_text()
     report = json.loads((corpus / "real.json").read_text())
     assert report["dropped"] == len(dropped)
-    assert report["dropped_by_reason"]["licence not allowed"] == 1
+    assert report["dropped_by_reason"]["licence not allowed"] == 1 and report["dropped_by_reason"]["duplicate"] == 1
     assert report["recordings"]["by_licence"] == {"CC0-1.0": report["recordings"]["kept"]}
     assert set(report["classes_with_real_audio"]) == {"rain", "footsteps", "cow"}
     assert report["per_class"]["dog_bark"]["recordings"] == 0

@@ -43,8 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="at most N 9.984 s windows from one long recording (default 18)")
     parser.add_argument("--reuse", type=float, default=3.0, metavar="R",
                         help="how often each one-shot is used in sequences, on average (default 3)")
-    parser.add_argument("--min-clips", type=int, default=40, metavar="N",
-                        help="fill train classes with fewer clips up to N with augmented clips (default 40; 0: none)")
+    parser.add_argument("--min-clips", type=int, default=30, metavar="N",
+                        help="fill train classes with fewer clips up to N with augmented clips, at most "
+                             "--augment-ratio per real clip (default 30; 0: none)")
+    parser.add_argument("--augment-ratio", type=float, default=3.0, metavar="R",
+                        help="at most R augmented clips per real clip of a class (default 3)")
     parser.add_argument("--synthetic-clips", type=int, default=20, metavar="N",
                         help="synthetic clips added to each thin train class that has a synthetic counterpart "
                              "(default 20; 0: none)")
@@ -69,6 +72,8 @@ def _check(args: argparse.Namespace) -> None:
                                ("--synthetic-clips", args.synthetic_clips, 0), ("--seed", args.seed, 0)):
         if value < least:
             raise InputError(f"{flag} must be at least {least}, got {value}.")
+    if args.augment_ratio < 0:
+        raise InputError(f"--augment-ratio must be 0 or more, got {args.augment_ratio:g}.")
     if not args.reuse > 0:
         raise InputError(f"--reuse must be positive, got {args.reuse:g}.")
 
@@ -91,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     label_map = load_label_map(args.labels)
     settings = BuildSettings(out_dir=args.out, seed=args.seed, heldout=args.heldout, valid=args.valid,
                              max_windows=args.max_windows, reuse=args.reuse, min_clips=args.min_clips,
+                             augment_ratio=args.augment_ratio,
                              synthetic_clips=args.synthetic_clips, mels=not args.no_mels, overwrite=args.overwrite)
     progress = None
     if not args.quiet:

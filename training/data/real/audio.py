@@ -19,8 +19,10 @@ Two recordings are *the same* for the corpus when either
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
+import math
 import re
 from dataclasses import dataclass
 
@@ -30,6 +32,8 @@ import torch
 from mka_core.audio.io import resample
 
 SAMPLE_RATE = 16000
+# mka_core.audio.io.resample's Kaiser-windowed sinc settings, so both give the same samples.
+_ROLLOFF, _BETA = 0.9475937167399596, 14.769656459379492
 FINGERPRINT_MAX_DB = 2.0
 _FFT, _HOP, _BANDS = 512, 256, 17
 
@@ -57,10 +61,43 @@ def decode(data: bytes | io.BytesIO, sample_rate: int = SAMPLE_RATE, max_seconds
     if not np.isfinite(audio).all():
         raise DecodeError("NaN or Inf samples")
     mono = torch.from_numpy(audio.mean(axis=1, dtype=np.float64))
-    wave = resample(mono, int(rate), int(sample_rate)).float().numpy()
+    resampler = _resampler(int(rate), int(sample_rate))
+    if resampler is None:
+        wave = resample(mono, int(rate), int(sample_rate)).float().numpy()
+    else:
+        with torch.no_grad():
+            wave = resampler(mono.float()).numpy()
     if max_seconds is not None:
         wave = wave[: int(max_seconds * sample_rate)]
     return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+@functools.lru_cache(maxsize=16)
+def _resampler(orig: int, target: int):
+    """A torchaudio Resample transform with mka's resampling settings (``mka_core.audio.io.resample``),
+    built once per pair of rates: building the sinc kernel costs more than resampling a short
+    clip. None when the rates are equal or the kernel would be too large (mka's FFT fallback)."""
+    import torchaudio
+
+    if orig == target:
+        return None
+    g = math.gcd(orig, target)
+    up, down = target // g, orig // g
+    width = math.ceil(64 * down / (min(up, down) * _ROLLOFF))
+    if up * (down + 2 * width) > 20_000_000:
+        return None
+    return torchaudio.transforms.Resample(orig, target, lowpass_filter_width=64, rolloff=_ROLLOFF,
+                                          resampling_method="sinc_interp_kaiser", beta=_BETA)
+
+
+def resample_wave(wave: np.ndarray, orig: int, target: int) -> np.ndarray:
+    """float32 ``wave`` from ``orig`` Hz to ``target`` Hz with mka's resampler, kernels cached."""
+    resampler = _resampler(int(orig), int(target))
+    tensor = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
+    if resampler is None:
+        return resample(tensor, int(orig), int(target)).numpy().astype(np.float32)
+    with torch.no_grad():
+        return resampler(tensor).numpy().astype(np.float32)
 
 
 def peak_dbfs(wave: np.ndarray) -> float:

@@ -4,8 +4,9 @@ Steps: list every audio file of every source with its licence; drop files whose 
 allowed, that no label-map rule names (or that a rule drops), that cannot be decoded, are
 silent, too short, or repeat a kept recording (see :mod:`training.data.real.audio`); split
 the rest by recording (:mod:`training.data.real.split`); make each split's clips
-(:mod:`training.data.real.clips`); fill thin classes of the train split with augmented clips
-of their own recordings and, where the class has a synthetic counterpart, synthetic clips;
+(:mod:`training.data.real.clips`); fill thin classes of the train split (fewer than
+``min_clips`` clips) with augmented clips of their own recordings (at most ``augment_ratio``
+per real clip) and, where the class has a synthetic counterpart, ``synthetic_clips`` synthetic clips;
 caption every clip; write audio, mels, manifests, the attribution files and the report.
 
 The corpus is written to a temporary folder beside ``out_dir`` and moved into place at the
@@ -50,7 +51,8 @@ class BuildSettings:
     reuse: float = 3.0
     composition_fraction: float = 0.2
     background_fraction: float = 0.3
-    min_clips: int = 40
+    min_clips: int = 30
+    augment_ratio: float = 3.0
     synthetic_clips: int = 20
     min_seconds: float = 0.05
     silence_dbfs: float = -50.0
@@ -126,7 +128,7 @@ def collect(sources: list[Source], label_map: LabelMap, settings: BuildSettings,
         ident = identity(wave)
         repeat = finder.check(ident, path)
         if repeat is not None:
-            dropped.append(DroppedFile(path, file.licence, f"duplicate of {repeat[1]} ({repeat[0]} match)"))
+            dropped.append(DroppedFile(path, file.licence, f"duplicate (of {repeat[1]}, {repeat[0]} match)"))
             continue
         spec = label_map.classes[rule.label]
         role = _role(rule.role or spec.role, trimmed.size, settings)
@@ -165,7 +167,9 @@ def make_clips(recordings: list[Recording], label_map: LabelMap, settings: Build
                 if real >= settings.min_clips:
                     continue
                 if label in assembler.labels():
-                    clips.extend(assembler.augmented(label) for _ in range(settings.min_clips - real))
+                    # At most augment_ratio augmented clips per real one: variations, not a new class.
+                    count = min(settings.min_clips - real, int(settings.augment_ratio * max(real, 1)))
+                    clips.extend(assembler.augmented(label) for _ in range(count))
                 if spec.synth and settings.synthetic_clips > 0:
                     clips.extend(_synthetic_clip(spec.synth, label, rng) for _ in range(settings.synthetic_clips))
         out[split] = clips

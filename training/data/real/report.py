@@ -93,6 +93,7 @@ def write_summary(folder, rows, recordings, dropped, settings, label_map) -> dic
         "dropped_by_reason": dict(Counter(item.reason.split(" (")[0] for item in dropped).most_common()),
         "settings": {k: getattr(settings, k) for k in ("seed", "heldout", "valid", "max_windows", "reuse",
                                                        "composition_fraction", "background_fraction", "min_clips",
+                                                       "augment_ratio",
                                                        "synthetic_clips", "min_seconds", "silence_dbfs",
                                                        "oneshot_seconds", "max_read_seconds")},
         "allowed_licences": list(settings.allowed),
