@@ -19,6 +19,8 @@ class DistInfo:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    #: The torch.distributed backend ("gloo", "nccl"), or None for a single process.
+    backend: str | None = None
 
     @property
     def enabled(self) -> bool:
@@ -41,7 +43,16 @@ def init_distributed(device: torch.device) -> DistInfo:
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend)
+    info.backend = str(dist.get_backend())
     return info
+
+
+def describe_world(info: DistInfo, device: torch.device, batch_size: int, grad_accum: int) -> str:
+    """One line for rank 0 to print: processes, backend, device and the batch every step sees."""
+    per_step = batch_size * grad_accum * info.world
+    accum = f" x {grad_accum} accumulated" if grad_accum > 1 else ""
+    return (f"distributed: {info.world} processes (torchrun), backend {info.backend}, device {device.type}; "
+            f"run.batch_size {batch_size} per process{accum} = {per_step} samples per step")
 
 
 def distributed_device(requested: str) -> torch.device:
@@ -66,6 +77,24 @@ def all_reduce_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
         dist.all_reduce(value)
         value /= info.world
     return value
+
+
+def all_reduce_logs(logs: dict[str, float], info: DistInfo, device: torch.device) -> dict[str, float]:
+    """The mean of every logged value over all processes (each logs its own shard's losses).
+
+    Every rank calls it at the same steps with the same keys (the target's logs do not depend on
+    the data), so the one collective lines up; a single process gets ``logs`` back unchanged.
+    """
+    if not (info.enabled and dist.is_initialized()) or not logs:
+        return logs
+    keys = sorted(logs)
+    # NCCL reduces CUDA tensors only; gloo takes CPU ones.
+    where = device if info.backend == "nccl" else torch.device("cpu")
+    values = torch.tensor([float(logs[k]) for k in keys], dtype=torch.float64, device=where)
+    dist.all_reduce(values)
+    values /= info.world
+    reduced = dict(zip(keys, values.cpu().tolist()))
+    return {k: float(reduced[k]) for k in logs}  # the target's own order, for display
 
 
 def shutdown(info: DistInfo) -> None:

@@ -5,6 +5,11 @@ stream position - and keeps it apart from the target's model. Checkpoints are wr
 atomically every ``run.checkpoint_every`` steps and when SIGINT/SIGTERM arrives; ``resume``
 restores everything, including where the data stream was, and each step's randomness is
 derived from (seed, step, micro-batch, rank), so a resumed run reproduces an uninterrupted one.
+
+Under torchrun, rank 0 says once how many processes run on which backend; logged values are
+averaged over all ranks; a checkpoint records its batch shape (processes x per-rank batch x
+accumulation) and a resume with another shape warns. Progress goes to stderr: a live bar on a
+terminal, plain lines otherwise (:mod:`training.progress`).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import json
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -24,8 +30,10 @@ from mka_core.atomic import atomic_write
 from mka_core.errors import InputError, NumericalError
 from training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from training.data.dataset import StreamSampler
-from training.distributed import DistInfo, all_reduce_mean, barrier, distributed_device, init_distributed
+from training.distributed import (DistInfo, all_reduce_logs, all_reduce_mean, barrier, describe_world,
+                                  distributed_device, init_distributed)
 from training.ema import EMA
+from training.progress import TrainProgress
 from training.recipe import Recipe, recipe_to_toml
 from training.schedules import build_scheduler
 from training.targets.base import StepOutput, TrainContext, TrainTarget
@@ -79,6 +87,8 @@ class Trainer:
         self.dist: DistInfo = init_distributed(self.device)
         self._log = log or print
         self.resume_from = self._resolve_resume(resume)
+        if self.dist.enabled:  # once, from rank 0: how many processes, which backend, what a step sees
+            self.log(describe_world(self.dist, self.device, recipe.run.batch_size, recipe.run.grad_accum))
         context = TrainContext(self.device, self.run_dir, self.dist.rank, self.dist.world, self.log)
         self.target = target_class(recipe, context)
         self.step = 0
@@ -152,7 +162,40 @@ class Trainer:
             "ema": {n: e.state_dict() for n, e in self.emas.items()},
             "target": self.target.extra_state(),
             "torch_rng": torch.get_rng_state(),
+            # What one step was made of, so a resume with another world size can say the batch changed.
+            "batch_shape": self.batch_shape(),
         }
+
+    def batch_shape(self) -> dict[str, int]:
+        run = self.recipe.run
+        return {"world_size": self.dist.world, "batch_size_per_rank": run.batch_size, "grad_accum": run.grad_accum}
+
+    def check_batch_shape(self, state: dict[str, Any]) -> None:
+        """Warn (rank 0) when the checkpoint's steps were made of other batches than this run's will be."""
+        recorded = state.get("batch_shape")
+        if not isinstance(recorded, dict) or not self.dist.is_main:
+            return
+        now = self.batch_shape()
+        if all(recorded.get(k) == v for k, v in now.items()):
+            return
+
+        def total(shape: dict[str, Any]) -> int:
+            return int(shape["world_size"]) * int(shape["batch_size_per_rank"]) * int(shape["grad_accum"])
+
+        def describe(shape: dict[str, Any]) -> str:
+            return (f"{shape['world_size']} process(es) x run.batch_size {shape['batch_size_per_rank']} "
+                    f"x grad_accum {shape['grad_accum']} = {total(shape)} samples per step")
+
+        if total(recorded) != total(now):
+            consequence = ("so the effective batch changed (the learning rate is not rescaled, and the data order "
+                           "differs from an uninterrupted run)")
+        else:
+            consequence = "the same effective batch, but the data order differs from an uninterrupted run"
+        warnings.warn(
+            f"the checkpoint {self.resume_from} was trained with {describe(recorded)}; this run uses {describe(now)}, "
+            f"{consequence}",
+            UserWarning, stacklevel=2,
+        )
 
     def load_state(self, state: dict[str, Any]) -> None:
         from mka_core.weights import load_fitting_state
@@ -275,6 +318,7 @@ class Trainer:
             step, state = load_checkpoint(self.resume_from)
             self.load_state(state)
             self.log(f"resumed from {self.resume_from} at step {step}")
+            self.check_batch_shape(state)
         self._wrap_distributed()
         for slot in self.target.slots.values():
             slot.module.train(slot.optimizer is not None)
@@ -285,16 +329,13 @@ class Trainer:
             self.validate()  # the starting point, so every run shows how far it moved
         stopped = None
         started, window_start, window_steps = time.perf_counter(), time.perf_counter(), 0
-        progress = _progress(self.dist.is_main, run.max_steps, self.step)
-        with _StopRequest() as stop, progress as bar:
-            task = bar.add_task("training", total=run.max_steps, completed=self.step) if bar else None
+        with _StopRequest() as stop, TrainProgress(self.dist.is_main, run.max_steps, self.step) as progress:
             while self.step < run.max_steps:
-                logs = self._train_step(data, run.grad_accum)
+                # Each process's losses are those of its own shard: log their mean over all of them.
+                logs = all_reduce_logs(self._train_step(data, run.grad_accum), self.dist, self.device)
                 self.step += 1
                 window_steps += 1
-                if bar:
-                    bar.update(task, completed=self.step,
-                               description=" ".join(f"{k} {v:.4g}" for k, v in list(logs.items())[:3]))
+                progress.update(self.step, logs)
                 if self.step % run.log_every == 0 or self.step == run.max_steps:
                     elapsed = time.perf_counter() - window_start
                     record = {"step": self.step, **logs,
@@ -400,13 +441,4 @@ class Trainer:
             self.log(f"exported {path}")
         barrier(self.dist)
         return path
-
-
-def _progress(enabled: bool, total: int, done: int):
-    if not enabled:
-        return contextlib.nullcontext()
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    TextColumn("{task.description}"), transient=False)
 
