@@ -24,6 +24,7 @@ from mka_core.serve.requests import parse_job_request
 from mka_core.serve.runtime import JobResult, ModelRuntime
 from mka_core.serve.uploads import (
     ACCEPT,
+    BodyStalled,
     PendingUpload,
     UnsupportedUpload,
     UploadStore,
@@ -59,8 +60,8 @@ class FileReply:
 
 def http_status(exc: BaseException) -> int:
     """The HTTP status that answers an error raised by the API (500 for anything that is not mka's own)."""
-    for kind, status in ((NotFound, 404), (UploadTooLarge, 413), (UnsupportedUpload, 415), (QueueFull, 503),
-                         (MkaError, 400)):
+    for kind, status in ((NotFound, 404), (BodyStalled, 408), (UploadTooLarge, 413), (UnsupportedUpload, 415),
+                         (QueueFull, 503), (MkaError, 400)):
         if isinstance(exc, kind):
             return status
     return 500

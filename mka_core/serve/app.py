@@ -29,7 +29,7 @@ from mka_core.errors import MkaError
 from mka_core.serve.api import STATIC, STATIC_FILES, Api, FileReply, NotFound, http_status
 from mka_core.serve.middleware import SECURITY_HEADERS, AccessGuard, RequestLog, SecurityHeaders, json_error
 from mka_core.serve.security import AccessPolicy
-from mka_core.serve.upload_body import declared_length, receive_upload
+from mka_core.serve.upload_body import declared_length, read_body, receive_upload
 
 
 def create_app(api: Api, policy: AccessPolicy, *, log_requests: bool = False,
@@ -94,7 +94,7 @@ async def _info(request: Request) -> Response:
 async def _upload(request: Request) -> Response:
     api = _api(request)
     pending = await receive_upload(request, api.uploads, request.query_params.get("kind", ""),
-                                   request.query_params.get("filename"))
+                                   request.query_params.get("filename"), api.limits.body_idle_seconds)
     try:
         described = await run_in_threadpool(api.upload, pending)
     except BaseException:
@@ -112,7 +112,8 @@ async def _jobs(request: Request) -> Response:
     api = _api(request)
     if request.method == "POST":
         api.check_json_length(declared_length(request))
-        body = await request.body()  # within the limit just checked, and never more than declared
+        # Within the limit just checked, never more than declared, and refused if it stalls.
+        body = await read_body(request, api.limits.body_idle_seconds)
         return JSONResponse(await run_in_threadpool(api.submit, body), status_code=202)
     return JSONResponse(api.list_jobs())
 

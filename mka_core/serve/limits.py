@@ -33,6 +33,9 @@ class Limits:
     mask_boxes: int = 64
     #: Finished jobs kept in the history (older ones are forgotten, their files removed).
     history: int = 200
+    #: Seconds a request body may stall (no bytes arriving) before it is refused with 408 and
+    #: what arrived is removed, so a client that stops sending cannot hold a half-written upload.
+    body_idle_seconds: float = 120.0
 
     def with_upload_megabytes(self, megabytes: float | None) -> Limits:
         """The same limits with every upload kind capped at ``megabytes``."""

@@ -41,6 +41,10 @@ class UploadTooLarge(InputError):
     """The body passed the size limit (answered with HTTP 413)."""
 
 
+class BodyStalled(InputError):
+    """No bytes of the request body arrived for too long (answered with HTTP 408)."""
+
+
 class UnsupportedUpload(InputError):
     """The content is not of the kind asked for (answered with HTTP 415)."""
 

@@ -114,6 +114,27 @@ def test_a_post_without_a_length_is_one_sentence(live):
     assert status == 400 and "empty" in json.loads(raw)["error"]
 
 
+def test_a_body_that_stalls_is_refused_and_leaves_nothing(runtime, tmp_path):
+    server = start_server(runtime, tmp_path, limits=Limits(body_idle_seconds=0.5))
+    try:
+        host = urlsplit(server.url).netloc
+        status, _, raw = raw_request(server.url, f"POST /api/uploads?kind=audio HTTP/1.1\nHost: {host}\n"
+                                                 "Content-Length: 100000\n", wav_bytes(1.0)[:4000])
+        assert status == 408 and "stalled" in json.loads(raw)["error"], raw
+        assert list(server.folders.uploads.iterdir()) == []  # the half-received .part file is gone
+        status, _, raw = raw_request(server.url, f"POST /api/jobs HTTP/1.1\nHost: {host}\nContent-Length: 50\n",
+                                     b'{"inputs": ')
+        assert status == 408 and "stalled" in json.loads(raw)["error"], raw
+        body, content_type = multipart({"file": ("tone.wav", wav_bytes(0.5))})
+        status, _, raw = raw_request(server.url, f"POST /api/uploads?kind=audio HTTP/1.1\nHost: {host}\n"
+                                                 f"Content-Type: {content_type}\nContent-Length: {len(body)}\n",
+                                     body[: len(body) // 2])
+        assert status == 408 and "stalled" in json.loads(raw)["error"], raw
+        assert list(server.folders.uploads.iterdir()) == []
+    finally:
+        server.close()
+
+
 # -- form uploads (curl -F file=@x) ----------------------------------------------------------------------
 
 
