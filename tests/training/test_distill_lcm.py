@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -229,3 +230,18 @@ def test_kill_9_and_resume_matches_an_uninterrupted_run(tmp_path, teacher_dir, s
         assert torch.allclose(tensor, b["ema"]["unet"]["weights"][key], atol=1e-6, rtol=0), ("ema", key)
     # The target network is a moving average of the student, not a copy of it.
     assert not torch.equal(a["modules"]["unet"]["guidance_embed.weight"], a["modules"]["target_unet"]["guidance_embed.weight"])
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(),
+                    reason="torchrun is not installed")
+def test_torchrun_distils_with_two_processes(tmp_path, teacher_dir, sound_manifest):
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
+    run = tmp_path / "ddp"
+    command = [torchrun, "--standalone", "--nproc_per_node=2", "-m", "mka_core.cli.main", "train", "distill",
+               "--teacher", str(teacher_dir), "--data", str(sound_manifest), "--steps", "2",
+               *SMALL, "--out", str(run)]
+    done = subprocess.run(command, env={**ENV, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    step, state = load_checkpoint(latest_checkpoint(run))
+    assert step == 2 and set(state["modules"]) == {"unet", "target_unet"}
+    assert json.loads((run / "export" / "model_index.json").read_text())["pipeline"]["defaults"]["sampler"] == "consistency"
