@@ -49,12 +49,8 @@ def call(url: str, method: str = "GET", body: bytes | None = None, headers: dict
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
     try:
         path = parts.path + (f"?{parts.query}" if parts.query else "")
-        headers = headers or {}
-        # A body sent "Transfer-Encoding: chunked" goes out as real chunks, as a browser or curl sends it
-        # (http.client sends an iterable raw when the caller names that header itself).
-        chunked = any(k.lower() == "transfer-encoding" and "chunked" in v.lower() for k, v in headers.items())
         try:
-            connection.request(method, path, body=body, headers=headers, encode_chunked=chunked)
+            connection.request(method, path, body=body, headers=headers or {})
         except (BrokenPipeError, ConnectionResetError):
             # The server may answer a too-large body (413) and close before reading all of it;
             # its answer is still waiting in the socket, as a browser would read it.

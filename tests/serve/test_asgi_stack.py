@@ -200,6 +200,32 @@ def test_the_recorder_worklet_is_served_as_javascript(live):
     assert b"registerProcessor(" in raw and b"ScriptProcessor" not in raw
 
 
+def test_log_requests_writes_one_line_per_request_without_the_query(runtime, tmp_path, capfd):
+    import re
+
+    from mka_core.serve.api import Api
+    from mka_core.serve.folders import AppFolders
+    from mka_core.serve.security import AccessPolicy
+    from mka_core.serve.server import ServeHTTPServer
+
+    api = Api(runtime, AppFolders(tmp_path), Limits())
+    server = ServeHTTPServer(("127.0.0.1", 0), api, AccessPolicy.for_binding("127.0.0.1", "tok3n"), log=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.port}"
+        assert call(f"{url}/api/info?token=tok3n")[0] == 200
+        assert call(f"{url}/api/info")[0] == 401
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not thread.is_alive()
+    err = capfd.readouterr().err
+    assert re.search(r"^mka serve: 127\.0\.0\.1 GET /api/info 200 \d+ ms$", err, re.M), err
+    assert re.search(r"^mka serve: 127\.0\.0\.1 GET /api/info 401 \d+ ms$", err, re.M), err
+    assert "tok3n" not in err
+
+
 # -- create_app() under another ASGI server -------------------------------------------------------------
 
 
