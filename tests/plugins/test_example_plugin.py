@@ -56,6 +56,13 @@ def test_example_plugin_installs_lists_and_generates(installed_example, tmp_path
     assert cont.returncode == 0, cont.stderr
     continued, _ = sf.read(longer)
     assert continued.shape == (48000,)
+    # TaskOutput.metadata reaches the sidecar; a plugin's warnings.warn is one `mka: warning:` line.
+    assert json.loads(Path(f"{longer}.json").read_text())["metadata"]["continue_kept_seconds"] == [1.5]
+    kept = mka("generate", "--model", str(model), "--task", "continue", "--init", str(out), "--duration", "2",
+               "--task-option", "keep=9", "--steps", "2", "--seed", "2", "-o", str(tmp_path / "kept.wav"), env=env)
+    assert kept.returncode == 0, kept.stderr
+    assert "mka: warning: continue: the init audio is shorter than keep=9 s" in kept.stderr
+    assert "Traceback" not in kept.stderr
 
     # Without the allow-list entry the plugin stays out, and mka says what is missing.
     hidden = mka("generate", "--model", str(model), "--cond", "trigram-text", "x", "-o", str(tmp_path / "x.wav"),
