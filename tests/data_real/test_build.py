@@ -181,6 +181,9 @@ def test_sequences_backgrounds_and_compositions(corpus):
     for row in multi:
         assert row.extra["mode"] in ("background", "then", "while") and row.extra["origin"] in ("composed", "augmented")
     assert any("gravel" in row.caption or "wooden" in row.caption for row in steps)
+    for row in steps:  # one surface per sequence
+        surfaces = {Path(source).name.split("_")[0] for source in row.extra["source"].split(";") if "/steps/" in source}
+        assert len(surfaces) == 1, row.extra["source"]
 
 
 def test_synthetic_and_augmented_rows_are_marked_and_train_only(corpus):

@@ -5,7 +5,8 @@
   at least half a window is kept as a shorter clip; at most ``max_windows`` per recording.
 * An **event** recording (one to ten seconds: a moo, a door creaking) is a clip on its own.
 * **One-shots** (a single step, a hammer blow, a bark) are placed in sequences: the class's
-  ``sequence`` range of shots, with onsets ``gap`` seconds apart, cut at ten seconds.
+  ``sequence`` range of shots, with onsets ``gap`` seconds apart, cut at ten seconds; the shots
+  of a sequence share their tags (all on gravel) when at least two recordings do.
 * Some clips sit over a **background**: an ambience window of another class of the same
   split, 10-20 dB under the foreground ("footsteps on gravel with rain in the background").
 * **Compositions** join two classes: ``then`` (one after the other) and ``while`` (a foreground
@@ -125,6 +126,10 @@ class Assembler:
         pool = self.by_role["oneshot"][label]
         spec = self.classes[label]
         rng = self.rng
+        # One surface, one material, one voice per sequence: the shots share the first one's tags.
+        first = pool[int(rng.integers(len(pool)))]
+        alike = [r for r in pool if r.tags == first.tags]
+        pool = alike if len(alike) >= 2 else pool
         count = int(rng.integers(spec.sequence[0], spec.sequence[1] + 1))
         limit = int(max_seconds * SAMPLE_RATE)
         lead = int(rng.uniform(0.1, 0.6) * SAMPLE_RATE)
