@@ -36,4 +36,5 @@ def run(args: argparse.Namespace) -> int | None:
     return args._data_run(args)
 
 
-COMMANDS = [Command("data", "Prepare training manifests, synthesise the open corpus, propose captions.", add_arguments, run)]
+COMMANDS = [Command("data", "Prepare training manifests, synthesise the open corpus, build the real-recording corpus, "
+                            "propose captions.", add_arguments, run)]
