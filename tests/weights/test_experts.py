@@ -59,7 +59,7 @@ def panns_dir(tmp_path_factory):
 
 
 def test_compose_captions_uses_the_reprogramming_templates():
-    from mka_plugins.experts.panns_tags import compose_captions
+    from training.experts.panns_tags import compose_captions
     from training.data.reprogram import TEMPLATES
 
     one = compose_captions(["Dog"])
@@ -98,7 +98,7 @@ def test_data_caption_with_the_built_in_experts_and_pulled_weights(hub, clap_fil
 
     # Independently: the same pulled weights, the retrieval order, the tags' captions and the CLAP rule.
     from mka_core.plugins import manager
-    from mka_plugins.experts.panns_tags import compose_captions
+    from training.experts.panns_tags import compose_captions
 
     scorer = manager.get("conditioner", "clap-text").load_scorer(home / "laion-clap-630k-audioset")
     tagger = manager.get("audio-classifier", "panns-cnn14").load(home / "panns-cnn14")
@@ -123,7 +123,7 @@ def test_data_caption_with_the_built_in_experts_and_pulled_weights(hub, clap_fil
 
 def test_experts_without_weights_name_the_pull(hub, tmp_path):
     from mka_core.errors import WeightsError
-    from mka_plugins.experts.panns_tags import PannsTagsExpert
+    from training.experts.panns_tags import PannsTagsExpert
 
     with pytest.raises(WeightsError, match="mka weights pull panns-cnn14"):
         PannsTagsExpert()

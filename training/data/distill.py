@@ -8,7 +8,7 @@ or whose audio cannot be read) keep their caption and are reported.
 
 Experts are plugins: ``register_caption_experts(register)`` registers :class:`CaptionExpert`
 subclasses (or instances); ``mka data caption`` asks every registered expert, or the ones named.
-mka's own two (``clap-retrieval`` and ``panns-tags``, :mod:`mka_plugins.experts`) register the
+mka's own two (``clap-retrieval`` and ``panns-tags``, :mod:`training.experts`) register the
 same way.
 
 Settings: a class is instantiated with the keyword arguments its ``__init__`` accepts among
