@@ -36,6 +36,8 @@ class WeightEntry:
     needs: tuple[str, ...] = ()
     #: "maa1", "maa-b:t2a", "maa-b:i2a", "maa-b:inpaint": converted into a model folder on arrival.
     convert_kind: str | None = None
+    #: The folder name under $MKA_HOME/weights when it is not the entry's name (where a plugin looks by default).
+    folder: str | None = None
 
     @property
     def is_model(self) -> bool:
@@ -69,6 +71,7 @@ def _entry(raw: dict[str, Any]) -> WeightEntry:
         hub_repo=raw.get("hub_repo"), hub_type=raw.get("hub_type", "model"), hub_revision=raw.get("hub_revision", "main"),
         hub_files=tuple(raw.get("hub_files", ())), url_files=dict(raw.get("url_files", {})),
         package=raw.get("package"), needs=tuple(raw.get("needs", ())), convert_kind=raw.get("convert_kind"),
+        folder=raw.get("folder"),
     )
 
 

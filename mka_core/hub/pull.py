@@ -53,7 +53,7 @@ def destination(entry: WeightEntry) -> Path:
     """Where a pulled entry lives: the model folder, or the weights folder."""
     from mka_core.model_lookup import models_home
 
-    return (models_home() if entry.is_model else weights_home()) / entry.name
+    return models_home() / entry.name if entry.is_model else weights_home() / (entry.folder or entry.name)
 
 
 def in_place(entry: WeightEntry) -> bool:
@@ -161,8 +161,8 @@ def place_files(entry: WeightEntry, files: dict[str, Path], *, overwrite: bool) 
     """``files`` (name -> cached path) into ``$MKA_HOME/weights/NAME`` at once: temporary folder, then rename."""
     final = destination(entry)
     final.parent.mkdir(parents=True, exist_ok=True)
-    _clear_stale(final.parent, entry.name)
-    staging = final.parent / f".{entry.name}.partial-{uuid.uuid4().hex[:8]}"
+    _clear_stale(final.parent, final.name)
+    staging = final.parent / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
     try:
         staging.mkdir()
         for name, source in files.items():
@@ -176,7 +176,7 @@ def place_files(entry: WeightEntry, files: dict[str, Path], *, overwrite: bool) 
             if not overwrite and all((final / f).is_file() for f in entry.files):
                 return final
             # Swap by renames, so the folder is always either the old set or the new one.
-            old = final.parent / f".{entry.name}.old-{uuid.uuid4().hex[:8]}"
+            old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
             os.replace(final, old)
             os.replace(staging, final)
             shutil.rmtree(old, ignore_errors=True)
@@ -196,12 +196,11 @@ def convert_entry(entry: WeightEntry, checkpoint: Path, *, overwrite: bool, voco
     from mka_core.convert.common import run_conversion
 
     kind = entry.convert_kind or ""
-    home = weights_home()
-    tokenizer = home / "bert-base-uncased"
+    tokenizer = destination(get_entry("bert-base-uncased"))
     if kind == "maa1":
         from mka_core.convert.maa1 import convert_maa1
 
-        voc = vocoder or home / "maa1-bigvgan"
+        voc = vocoder or destination(get_entry("maa1-bigvgan"))
 
         def build(staging: Path):
             return convert_maa1(checkpoint, voc, staging=staging, tokenizer=tokenizer)
@@ -209,10 +208,10 @@ def convert_entry(entry: WeightEntry, checkpoint: Path, *, overwrite: bool, voco
         from mka_core.convert.maa_b import convert_maa_b
 
         b_kind = kind.split(":", 1)[1]
-        clip = home / "openclip-vit-h-14-laion2b"
+        clip = destination(get_entry("openclip-vit-h-14-laion2b"))
 
         def build(staging: Path):
-            return convert_maa_b(checkpoint, b_kind, staging=staging, vocoder=vocoder or home / "maa-b-bigvgan",
+            return convert_maa_b(checkpoint, b_kind, staging=staging, vocoder=vocoder or destination(get_entry("maa-b-bigvgan")),
                                  tokenizer=tokenizer if b_kind == "t2a" else None,
                                  clip=clip if b_kind == "i2a" and clip.is_dir() else None)
     else:
