@@ -35,7 +35,7 @@ from torch import nn
 
 from mka_core.errors import InputError, WeightsError
 from mka_core.plugins.hookspecs import hookimpl
-from training.evaluation.classifier import AudioClassifier, ClassifierOutput, embed_in_length_batches
+from mka_core.classifiers import AudioClassifier, ClassifierOutput, embed_in_length_batches
 
 NAME = "panns-cnn14"
 WEIGHTS_FILE = "Cnn14_mAP=0.431.pth"

@@ -9,14 +9,14 @@ import torch
 
 from mka_core.audio.mel import MelConfig, mel_bin_centres
 from mka_core.errors import InputError
-from mka_core.models.vocoders.discriminators import (
+from training.losses.vocoder_discriminators import (
     DiscriminatorConfig,
     MultiPeriodDiscriminator,
     MultiResolutionDiscriminator,
     MultiScaleDiscriminator,
     VocoderDiscriminator,
 )
-from mka_core.models.vocoders.gan_losses import (
+from training.losses.vocoder_gan import (
     MultiResolutionMelLoss,
     discriminator_loss,
     feature_matching_loss,

@@ -1,11 +1,8 @@
 """Audio classifiers for ``mka eval``: the contract, the built-in mel CNN, and how one is found.
 
-**Contract.** An :class:`AudioClassifier` has a ``name``, its ``classes`` (label names) and
-``multi_label`` (sigmoid outputs, several classes may be on) or not (softmax outputs). Its
-:meth:`~AudioClassifier.embed` takes a list of mono 16 kHz waveforms (any lengths) and returns
-a :class:`ClassifierOutput`: ``embeddings [B, D]`` (what the Fréchet distance compares) and
-``probabilities [B, C]`` (what KL and accuracy use). A classifier that works at another rate
-resamples inside ``embed``.
+**Contract.** :class:`AudioClassifier`, :class:`ClassifierOutput` and
+:func:`embed_in_length_batches` live in :mod:`mka_core.classifiers` (a plugin builds on them
+without importing ``training``) and are re-exported here.
 
 **Third parties** (for example PANNs networks with their AudioSet weights) register a class
 through the ``register_audio_classifiers(register)`` hook. The class has a ``name`` and a
@@ -19,15 +16,15 @@ saved as ``classifier.json`` + ``classifier.safetensors``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 from pydantic import Field
 from torch import nn
 
 from mka_core.audio.mel import MelConfig, MelFrontEnd
+from mka_core.classifiers import AudioClassifier, ClassifierOutput, embed_in_length_batches
 from mka_core.config import StrictModel
 from mka_core.errors import InputError
 
@@ -35,55 +32,6 @@ CLASSIFIER_JSON = "classifier.json"
 CLASSIFIER_WEIGHTS = "classifier.safetensors"
 BUILTIN_KIND = "mel-cnn"
 SAMPLE_RATE = 16000
-
-
-@dataclass
-class ClassifierOutput:
-    """``embeddings [B, D]`` and ``probabilities [B, C]``, float32 on the CPU."""
-
-    embeddings: torch.Tensor
-    probabilities: torch.Tensor
-
-
-def embed_in_length_batches(
-    waves: Sequence[torch.Tensor],
-    batch_size: int,
-    forward: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-    embed_dim: int,
-    num_classes: int,
-) -> ClassifierOutput:
-    """Run ``forward`` (a ``[B, T]`` CPU batch -> embeddings ``[B, D]``, probabilities ``[B, C]``)
-    over 1-D clips, batching only clips of equal length (no padding), so a clip scores the same in
-    any batch; the outputs come back in the clips' order. For classifier plugins too."""
-    if not waves:
-        return ClassifierOutput(torch.zeros(0, embed_dim), torch.zeros(0, num_classes))
-    embeddings: list[torch.Tensor | None] = [None] * len(waves)
-    probs: list[torch.Tensor | None] = [None] * len(waves)
-    by_length: dict[int, list[int]] = {}
-    for index, wave in enumerate(waves):
-        by_length.setdefault(wave.numel(), []).append(index)
-    for indices in by_length.values():
-        for start in range(0, len(indices), batch_size):
-            chunk = indices[start : start + batch_size]
-            embedding, p = forward(torch.stack([waves[i] for i in chunk]))
-            for row, index in enumerate(chunk):
-                embeddings[index], probs[index] = embedding[row].float().cpu(), p[row].float().cpu()
-    return ClassifierOutput(torch.stack(embeddings), torch.stack(probs))
-
-
-class AudioClassifier:
-    """What ``mka eval`` needs from a classifier (subclass it, or duck-type these members)."""
-
-    name: str = ""
-    classes: list[str] = []
-    multi_label: bool = True
-
-    def embed(self, waves: Sequence[torch.Tensor]) -> ClassifierOutput:
-        """Embeddings and class probabilities of mono 16 kHz waveforms (1-D tensors of any lengths)."""
-        raise NotImplementedError
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "classes": len(self.classes), "multi_label": bool(self.multi_label)}
 
 
 # -- the built-in mel CNN ---------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Every discriminator here maps ``(real, fake)`` waveforms (``[B, T]`` or ``[B, 1, T]``) to
 ``(real_logits, fake_logits, real_fmaps, fake_fmaps)``: one logits tensor ``[B, N]`` and one
-list of feature maps per sub-discriminator, ready for :mod:`gan_losses`. Real and fake
+list of feature maps per sub-discriminator, ready for :mod:`training.losses.vocoder_gan`. Real and fake
 batches run through each sub-discriminator together (concatenated on the batch axis), which
 halves the number of convolution calls; no layer mixes batch items, so results equal two
 separate passes.

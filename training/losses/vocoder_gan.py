@@ -1,6 +1,6 @@
 """Losses for vocoder GAN training (least-squares GAN, feature matching, mel L1).
 
-The functions take the lists produced by :mod:`discriminators` and return unweighted sums;
+The functions take the lists produced by :mod:`training.losses.vocoder_discriminators` and return unweighted sums;
 the trainer applies the published weights, exposed here as constants:
 generator loss = adversarial + ``FEATURE_MATCHING_WEIGHT`` * feature matching
 + ``MEL_WEIGHT`` * mel L1 (HiFi-GAN and BigVGAN both use 2 and 45).

@@ -14,12 +14,12 @@ from typing import Any, Iterator, Literal
 import torch
 from pydantic import Field
 
-from mka_core.models.vocoders.discriminators import (
+from training.losses.vocoder_discriminators import (
     MultiPeriodDiscriminator,
     MultiResolutionDiscriminator,
     MultiScaleDiscriminator,
 )
-from mka_core.models.vocoders.gan_losses import (
+from training.losses.vocoder_gan import (
     FEATURE_MATCHING_WEIGHT,
     MEL_RESOLUTIONS,
     MEL_WEIGHT,
