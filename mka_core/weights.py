@@ -166,7 +166,10 @@ def resolve_weights(
         if folder.is_dir() and all((folder / name).exists() for name in required):
             return folder
     missing = ", ".join(required) if required else "the model files"
+    from mka_core.hub.catalogue import pull_hint
+
+    pull = pull_hint(str(source))
     raise WeightsError(
         f"The {what} weights '{source}' are not available offline: put {missing} in {cache} "
-        f"(or pass a local folder path){' - ' + hint if hint else ''}."
+        f"(or pass a local folder path){', or ' + pull if pull else ''}{' - ' + hint if hint else ''}."
     )

@@ -51,7 +51,8 @@ def resolve_tokenizer(folder: str | Path | None) -> Path:
         return _download_tokenizer(cache)
     raise WeightsError(
         f"The bert-base-uncased tokenizer is not available offline: put its vocab.txt (and tokenizer_config.json) in "
-        f"{cache}, or pass --tokenizer DIR (from the Hugging Face model google-bert/bert-base-uncased)."
+        f"{cache}, pass --tokenizer DIR (from the Hugging Face model google-bert/bert-base-uncased), or run "
+        "`mka weights pull bert-base-uncased --allow-network`."
     )
 
 

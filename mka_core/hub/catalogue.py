@@ -114,3 +114,13 @@ def with_needs(names: list[str]) -> list[WeightEntry]:
     for name in names:
         visit(name, ())
     return ordered
+
+
+def pull_hint(weights_id: str) -> str:
+    """``run `mka weights pull NAME --allow-network``` when a downloadable entry lands in ``weights/<weights_id>``, else ""."""
+    key = str(weights_id).replace("/", "--")
+    try:
+        found = [e for e in entries() if (e.folder or e.name) == key and e.downloadable]
+    except Exception:  # a damaged catalogue must not hide the error this hint decorates
+        return ""
+    return f"run `mka weights pull {found[0].name} --allow-network`" if found else ""
