@@ -138,12 +138,17 @@ def run_from_args(args: argparse.Namespace) -> Run:
         raise InputError(f"The init audio {args.init} is a folder; give the path of an audio file inside it.")
     if args.init is not None and not Path(args.init).expanduser().is_file():
         raise InputError(f"The init audio {args.init} does not exist.")
+    # Files the request reads are recorded by absolute path, so a sidecar replays from any folder.
+    init = str(Path(args.init).expanduser().resolve()) if args.init is not None else None
+    mask = args.mask
+    if mask is not None and Path(mask).expanduser().is_file():
+        mask = str(Path(mask).expanduser().resolve())
     request = build_request(
         inputs=inputs, cond=cond, cond_options=parse_key_values(args.cond_option, "conditioner option"),
         task=args.task, task_options=options, sampler=args.sampler,
         sampler_options=parse_key_values(args.sampler_option, "sampler option"), steps=args.steps,
-        guidance=args.guidance, duration=args.duration, seed=args.seed, n=args.n, init_audio=args.init,
-        mask=args.mask, output=OutputNaming(out=args.out, spectrogram=bool(args.spectrogram)),
+        guidance=args.guidance, duration=args.duration, seed=args.seed, n=args.n, init_audio=init,
+        mask=mask, output=OutputNaming(out=args.out, spectrogram=bool(args.spectrogram)),
     )
     return Run(request=request, model=args.model, device=args.device or "auto", dtype=args.dtype or "float32")
 
@@ -238,7 +243,10 @@ def load_pipeline(job: Run, device: str):
     if job.recorded_model_hash and index_hash(model_dir) != job.recorded_model_hash:
         print(f"mka: warning: the model at {model_dir} differs from the one the sidecar recorded; "
               "the replay may not match.", file=sys.stderr)
-    print(f"mka: loading the model {model_dir} (device {device}, {job.dtype})...", file=sys.stderr, flush=True)
+    from mka_core.devices import resolve_device
+
+    print(f"mka: loading the model {model_dir} (device {resolve_device(device)}, {job.dtype})...", file=sys.stderr,
+          flush=True)
     pipe = Pipeline.from_pretrained(model_dir, device=device, dtype=job.dtype)
     for warning in precision_warnings(pipe.device, pipe.requested_dtype, pipe.dtype):
         print(f"mka: warning: {warning}", file=sys.stderr)

@@ -117,3 +117,18 @@ def test_a_new_sidecar_records_exactly_the_request_and_replays(tiny_model_dir, t
     again = run_cli("generate", "--replay", tmp_path / "out" / "a-bell_4.wav.json", "-o", tmp_path / "again.wav")
     assert again.returncode == 0, again.stderr
     assert (tmp_path / "again.wav").read_bytes() == (tmp_path / "out" / "a-bell_4.wav").read_bytes()
+
+
+def test_files_given_by_relative_path_are_recorded_absolute_and_replay_from_elsewhere(tiny_model_dir, init_wav,
+                                                                                        tmp_path):
+    made = run_cli("generate", "--model", tiny_model_dir, "rain", "--init", init_wav.name, "--mask", "0.1-0.2",
+                   "--task-option", "variant=blend", "--duration", "0.3", "--steps", "2", "--seed", "1", "-o",
+                   "edit.wav", cwd=init_wav.parent)
+    assert made.returncode == 0, made.stderr
+    sidecar = json.loads((init_wav.parent / "edit.wav.json").read_text())
+    assert sidecar["request"]["init_audio"] == str(init_wav.resolve()) and sidecar["request"]["task"] == "inpaint"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    again = run_cli("generate", "--replay", init_wav.parent / "edit.wav.json", "-o", "again.wav", cwd=elsewhere)
+    assert again.returncode == 0, again.stderr
+    assert (elsewhere / "again.wav").read_bytes() == (init_wav.parent / "edit.wav").read_bytes()
