@@ -2,7 +2,7 @@
 
 The public API for users and plugin authors::
 
-    from mka_core import Pipeline, Condition, Conditioner, EmbeddingSpace, Task, hookimpl
+    from mka_core import Pipeline, GenerationRequest, Condition, Conditioner, EmbeddingSpace, Task, hookimpl
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "Pipeline": "mka_core.pipeline",
     "GenerationResult": "mka_core.pipeline",
+    "GenerationRequest": "mka_core.request",
     "Condition": "mka_core.conditioning",
     "Conditioner": "mka_core.conditioning",
     "EmbeddingSpace": "mka_core.conditioning",
