@@ -16,7 +16,8 @@ Faults for the tests: ``cut_after[path] = n`` sends the first n bytes of the nex
 ``path`` with that status; ``tamper[path] = bytes`` serves other bytes than the ones the
 headers describe; ``stall_after[path] = n`` sends n bytes of the next full GET, sets
 ``stalled`` and holds the connection open (until the client goes away or ``stop``). ``log``
-records (method, path, Range header) of every request.
+records (method, path, Range header) of every request. ``plain[name]`` is served at
+``/plain/NAME`` like any https file (no hub headers), for the catalogue's address files.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class LocalHub:
         self.fail_status: dict[str, int] = {}
         self.tamper: dict[str, bytes] = {}
         self.stall_after: dict[str, int] = {}
+        self.plain: dict[str, bytes] = {}
         self.stalled = threading.Event()
         self.released = threading.Event()
         self.log: list[tuple[str, str, str | None]] = []
@@ -110,8 +112,29 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
+    def _plain(self, name: str, body: bool) -> None:
+        hub = self.owner
+        hub.log.append((self.command, name, self.headers.get("Range")))
+        if name not in hub.plain:
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        data = hub.plain[name]
+        rng = self.headers.get("Range")
+        start = int(rng[len("bytes="):].split("-")[0] or 0) if rng and rng.startswith("bytes=") else 0
+        self.send_response(206 if start else 200)
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        if body:
+            self.wfile.write(data[start:])
+
     def _answer(self, *, body: bool) -> None:
         hub = self.owner
+        if self.path.startswith("/plain/"):
+            return self._plain(unquote(self.path[len("/plain/"):]), body)
         key, _revision, path = hub.route(self.path)
         hub.log.append((self.command, path, self.headers.get("Range")))
         if key is None or key not in hub.repos:
