@@ -92,8 +92,14 @@ def _cache_root() -> Path:
     return Path(base) / "mka" / "soundfont-renders"
 
 
-def render_soundfont(soundfont: str | Path, phrases: int = 24, cache: str | Path | None = None) -> Path:
-    """The folder of rendered phrases for ``soundfont`` (rendered now if not cached)."""
+def render_soundfont(soundfont: str | Path, phrases: int = 24, cache: str | Path | None = None,
+                     instruments: list[str] | None = None) -> Path:
+    """The folder of rendered phrases for ``soundfont`` (rendered now if not cached); ``instruments``
+    limits the rendering to some of :data:`INSTRUMENTS` (all by default)."""
+    names = list(INSTRUMENTS) if instruments is None else list(instruments)
+    unknown = [name for name in names if name not in INSTRUMENTS]
+    if unknown:
+        raise InputError(f"Unknown instrument(s) {', '.join(unknown)}; choose from {', '.join(INSTRUMENTS)}.")
     soundfont = Path(soundfont)
     if not soundfont.is_file():
         raise InputError(f"The soundfont {soundfont} does not exist; install fluid-soundfont-gm or fix the source's root.")
@@ -101,13 +107,15 @@ def render_soundfont(soundfont: str | Path, phrases: int = 24, cache: str | Path
     if binary is None:
         raise InputError("Rendering the soundfont needs the fluidsynth program; install it (apt-get install fluidsynth).")
     stat = soundfont.stat()
-    key = hashlib.sha1(f"{soundfont.resolve()}:{stat.st_size}:{phrases}:{RENDER_VERSION}".encode()).hexdigest()[:16]
+    key = hashlib.sha1(f"{soundfont.resolve()}:{stat.st_size}:{phrases}:{RENDER_VERSION}:{','.join(names)}".encode()
+                       ).hexdigest()[:16]
     folder = Path(cache) if cache is not None else _cache_root() / key
     if (folder / "complete").is_file():
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
-        for instrument, (program, *_rest) in INSTRUMENTS.items():
+        for instrument in names:
+            program = INSTRUMENTS[instrument][0]
             (folder / instrument).mkdir(exist_ok=True)
             for number in range(phrases):
                 midi = Path(scratch) / f"{instrument}_{number:02d}.mid"
