@@ -156,9 +156,9 @@ def generate(
             init_data = fields.pop("init_audio")
         if _is_data(fields.get("mask")):
             mask_data = fields.pop("mask")
+        if isinstance(request, (str, Path)):  # one input given bare: a batch of one, not of its characters
+            request = [request]
         inputs = [str(item) for item in request] if request is not None else None
-        if isinstance(request, (str, Path)):
-            raise InputError("Give the inputs as a list (pipe([\"a bell\"])), not a single string.")
         request = build_request(inputs=inputs, **fields)
     return _run(pipe, request, init_data, mask_data, condition, start_latents, progress, only)
 

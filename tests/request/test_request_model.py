@@ -130,6 +130,8 @@ def test_the_python_api_takes_a_request_and_keywords_build_the_same_one(pipe):
     assert (ran.task, ran.cond, ran.sampler, ran.guidance, ran.seed) == ("t2a", "bert", pipe.config.defaults.sampler,
                                                                         pipe.config.defaults.guidance, 5)
     assert [m["index"] for m in by_request.metadata] == [0, 1, 2, 3]
+    bare = pipe("a bell", seed=5, duration=0.3, steps=2)  # one input given bare is a batch of one
+    assert bare.request.inputs == ["a bell"] and torch.equal(bare.waveforms[0], by_request.waveforms[0])
     with pytest.raises(InputError, match="either a GenerationRequest or keyword"):
         pipe(request, steps=3)
     with pytest.raises(InputError, match="'guidance'"):
