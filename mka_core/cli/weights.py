@@ -76,6 +76,8 @@ def run_pull(args: argparse.Namespace) -> int:
     for item in done:
         if item.name in args.names and item.action == "already in place":
             print(f"{item.name}: already in place in {item.location} (--force converts it again).")
+        elif item.name in args.names and item.action == "installed package":
+            print(f"{item.name}: ships inside an installed pip package; nothing to download.")
     models = [d.name for d in done if d.name in args.names and (d.location / "model_index.json").is_file()]
     for name in models:
         print(f'Use it by name: mka generate --model {name} "a dog barks"  (Python: Pipeline.from_pretrained("{name}"))')

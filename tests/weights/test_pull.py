@@ -134,3 +134,10 @@ def test_a_model_not_pulled_yet_says_the_command(hub):
 
     with pytest.raises(InputError, match="mka weights pull inpaint7"):
         Pipeline.from_pretrained("inpaint7")
+
+
+def test_unknown_names_and_packaged_weights(hub):
+    assert_clean_error(run_cli("weights", "pull", "no-such-model"), "not in the weights catalogue", "ta40multi")
+    assert_clean_error(run_cli("weights", "pull", "ta40multi", "inpaint7", "--from", "x.ckpt"), "one entry")
+    done = run_cli("weights", "pull", "all-minilm-l6-v2")
+    assert done.returncode == 0 and "ships inside an installed pip package" in done.stdout and hub.log == []
