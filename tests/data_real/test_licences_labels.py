@@ -155,3 +155,19 @@ def test_split_is_by_key_deterministic_and_covers_classes():
     for key in ("k0", "k1", "k2", "k3"):
         assert assign_splits([(key, "solo")], heldout=0.9, valid=0.05) == {key: "train"}
     assert "train" in assign_splits([("a", "pair"), ("b", "pair")], heldout=0.98, valid=0.01).values()
+
+
+def test_debian_sources_name_their_packages_and_missing_ones_are_an_error(monkeypatch):
+    from training.data.real import debian
+    from training.data.real.sources import load_sources
+
+    names = debian.packages()
+    for package in ("0ad-data", "minetest-data", "supertuxkart-data", "redeclipse-data", "hydrogen-drumkits",
+                    "sound-theme-freedesktop", "fluid-soundfont-gm", "fluidsynth"):
+        assert package in names
+    sources = load_sources(debian.DEBIAN_SOURCES)
+    assert {source.package for source in sources} <= set(names)
+    assert all(source.copyright or source.licence for source in sources)
+    monkeypatch.setattr(debian, "installed", lambda package: package != "minetest-data")
+    with pytest.raises(InputError, match="apt-get install -y --no-install-recommends minetest-data"):
+        debian.ensure_packages(install=False)
