@@ -112,6 +112,14 @@ def test_the_student_starts_as_the_teacher_and_w_changes_its_output_after_traini
         trained.unet(x, t, context=context)
 
 
+def test_train_export_rebuilds_the_student_from_the_last_checkpoint(student_dir, tmp_path):
+    done = run_cli("train", "export", student_dir, "--out", tmp_path / "again")
+    assert done.returncode == 0, done.stderr[-2000:]
+    a = json.loads((student_dir / "export" / "model_index.json").read_text())["pipeline"]
+    b = json.loads((tmp_path / "again" / "model_index.json").read_text())["pipeline"]
+    assert a["defaults"] == b["defaults"] and b["defaults"]["sampler"] == "consistency"
+
+
 def test_boundary_condition_of_the_consistency_function():
     from training.targets.consistency_ode import ScheduleTables, consistency_output
 

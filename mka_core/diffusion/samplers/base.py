@@ -13,7 +13,8 @@ The shared :meth:`Sampler.sample` adds:
   the noise. ``strength = t0`` in (0, 1] keeps the steps at or below DDPM index
   ``round(t0 * N) - 1`` (1.0 = plain sampling from ``x_T``); ``start_step = k`` skips the first
   ``k`` entries of the list (0 = plain sampling). A start past the last step returns the start
-  latents unchanged.
+  latents unchanged. A sampler may place an SDEdit start's steps itself by overriding
+  :meth:`Sampler.start_timesteps` (the consistency sampler spreads its few steps below ``t0``).
 * **Mask blending** (``known_latents`` + ``known_mask``, mask 1 = regenerate; training-free
   inpainting): the known region starts as the known latents noised to the first level, after
   every step it is replaced by them noised to the new level (fresh noise from the per-sample
