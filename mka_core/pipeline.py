@@ -30,7 +30,7 @@ from mka_core.diffusion.schedule import NoiseSchedule, ScheduleConfig
 from mka_core.errors import InputError
 from mka_core.geometry import MAX_DURATION, check_duration, frames_for
 from mka_core.models.unet import UNet
-from mka_core.models.vae import AutoencoderKL
+from mka_core.models.vae_contract import DEFAULT_VAE, LatentAutoencoder, vae_name
 from mka_core.models.vocoders.base import Vocoder
 from mka_core.tasks import Task, TaskOutput, TaskRequest
 
@@ -54,6 +54,8 @@ class PipelineConfig(StrictModel):
     conditioner: str
     space: EmbeddingSpace
     vocoder: str
+    #: Registered name of the VAE (``register_vaes``); folders written before it existed hold mka's own.
+    vae: str = DEFAULT_VAE
     schedule: ScheduleConfig = ScheduleConfig()
     defaults: GenerationDefaults = GenerationDefaults()
     max_duration: float = MAX_DURATION
@@ -108,13 +110,15 @@ class Pipeline:
         self,
         config: PipelineConfig,
         conditioner: Conditioner,
-        vae: AutoencoderKL,
+        vae: LatentAutoencoder,
         unet: UNet,
         vocoder: Vocoder,
         *,
         device: str | torch.device = "auto",
         dtype: str | torch.dtype = "float32",
     ) -> None:
+        if config.vae != vae_name(vae):  # the config records the VAE actually used
+            config = config.model_copy(update={"vae": vae_name(vae)})
         self.config = config
         self.conditioner = conditioner
         self.vae = vae
@@ -180,12 +184,13 @@ class Pipeline:
 
     @property
     def vae_factor(self) -> int:
-        return 2 ** (len(self.vae.config.ch_mult) - 1)
+        """Mel frames per latent column (the VAE's time downsampling, from its contract)."""
+        return self.vae.downsampling[1]
 
     @property
     def frame_granularity(self) -> int:
         """Mel frames per latent column times the U-Net's own downsampling."""
-        return self.vae_factor * 2 ** (len(self.unet.config.channel_mult) - 1)
+        return self.vae_factor * self.unet.config.downsample_factor
 
     def check_duration(self, duration: float) -> float:
         return check_duration(duration, self.config.max_duration)
@@ -198,7 +203,7 @@ class Pipeline:
     def latent_shape(self, frames: int) -> tuple[int, int, int]:
         if frames % self.frame_granularity:
             raise InputError(f"{frames} mel frames is not a multiple of {self.frame_granularity}.")
-        return (self.vae.config.embed_dim, self.config.mel.n_mels // self.vae_factor, frames // self.vae_factor)
+        return self.vae.latent_shape(self.config.mel.n_mels, frames)
 
     # -- engine steps (public: tasks, plugins and training use them) ---------------------------
     @torch.no_grad()

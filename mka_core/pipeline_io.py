@@ -38,7 +38,7 @@ MODULE_WEIGHTS = "model.safetensors"
 def _distribution_of(obj: Any) -> tuple[str, str]:
     from mka_core.plugins import manager
 
-    for kind in ("conditioner", "vocoder"):
+    for kind in ("conditioner", "vocoder", "vae"):
         for reg in manager.registrations(kind):
             if reg.obj is type(obj):
                 return reg.distribution, reg.version
@@ -58,8 +58,10 @@ def save_module(module: torch.nn.Module, directory: Path, *, weights: bool = Tru
     """Write a core module's ``config.json`` (class and config) and its safetensors weights."""
     directory.mkdir(parents=True, exist_ok=True)
     cls = type(module)
+    registered = getattr(cls, "name", None)  # a plugin's registered name (VAEs, vocoders), read back by load_vae_folder
     write_json(directory / MODULE_CONFIG, {
         "class": cls.__qualname__,
+        **({"plugin": registered} if isinstance(registered, str) and registered else {}),
         "mka_version": __version__,
         "config": module.config.to_json_dict(),
     })
@@ -87,7 +89,7 @@ def save_pipeline(pipe: "Pipeline", directory: Path, *, overwrite: bool = False)
             "pipeline": pipe.config.to_json_dict(),
             "components": {
                 "conditioner": _component_entry(pipe.conditioner, pipe.config.conditioner),
-                "vae": _component_entry(pipe.vae),
+                "vae": _component_entry(pipe.vae, pipe.config.vae),
                 "unet": _component_entry(pipe.unet),
                 "vocoder": _component_entry(pipe.vocoder, pipe.config.vocoder),
             },
@@ -147,9 +149,20 @@ def load_module(cls: type[torch.nn.Module], directory: Path, *, weights: bool = 
     return module
 
 
+def load_vae_folder(directory: Path, name: str | None = None) -> torch.nn.Module:
+    """A VAE component folder (``config.json`` + ``model.safetensors``) through the VAE registry.
+
+    ``name`` (the pipeline's recorded VAE) wins; else the folder's own ``plugin`` entry; folders
+    written before VAEs were plugins hold mka's own AutoencoderKL.
+    """
+    from mka_core.models.vae_contract import vae_class
+
+    recorded = read_json(Path(directory) / MODULE_CONFIG).get("plugin")
+    return load_module(vae_class(name or (recorded if isinstance(recorded, str) else None)), Path(directory))
+
+
 def load_pipeline(directory: Path, *, device: str | torch.device = "auto", dtype: str | torch.dtype = "float32"):
     from mka_core.models.unet import UNet
-    from mka_core.models.vae import AutoencoderKL
     from mka_core.pipeline import Pipeline, PipelineConfig
     from mka_core.plugins import manager
 
@@ -183,7 +196,7 @@ def load_pipeline(directory: Path, *, device: str | torch.device = "auto", dtype
     conditioner_cls = manager.get("conditioner", config.conditioner)
     check_recorded_space_before_loading(directory, config, conditioner_cls)
     conditioner = conditioner_cls.from_pretrained(directory / "conditioner")
-    vae = load_module(AutoencoderKL, directory / "vae")
+    vae = load_vae_folder(directory / "vae", config.vae)  # folders without a VAE name hold mka's own
     unet = load_module(UNet, directory / "unet")
     check_recorded_space(directory, config, conditioner.space, conditioner.name, unet.config.context_dim)
     vocoder_cls = manager.get("vocoder", config.vocoder)

@@ -42,7 +42,10 @@ def build_core_models(preset: str, context_dim: int):
 
     spec = preset_spec(preset)
     vae = AutoencoderKL(VAEConfig.preset(spec["vae"]))
-    unet_config = UNetConfig.preset(spec["unet"]).model_copy(update={"context_dim": context_dim})
+    # The U-Net denoises the VAE's latents: its channels come from the VAE contract.
+    channels = vae.latent_channels
+    unet_config = UNetConfig.preset(spec["unet"]).model_copy(
+        update={"context_dim": context_dim, "in_channels": channels, "out_channels": channels})
     unet = UNet(UNetConfig.model_validate(unet_config.model_dump()))
     return vae, unet
 

@@ -14,15 +14,14 @@ def describe_preset(preset: str, duration: float, context_dim: int) -> dict:
     from mka_core.audio.mel import MelConfig
     from mka_core.geometry import frames_for
     from mka_core.models.unet import UNetConfig
-    from mka_core.models.vae import VAEConfig
+    from mka_core.models.vae import AutoencoderKL, VAEConfig
     from mka_core.presets import preset_parameter_counts, preset_spec
 
     spec = preset_spec(preset)
     mel = MelConfig()
-    vae = VAEConfig.preset(spec["vae"])
+    vae = AutoencoderKL.geometry(VAEConfig.preset(spec["vae"]))  # the VAE contract, no module built
     unet = UNetConfig.preset(spec["unet"])
-    vae_factor = 2 ** (len(vae.ch_mult) - 1)
-    granularity = vae_factor * 2 ** (len(unet.channel_mult) - 1)
+    granularity = vae.frame_factor * unet.downsample_factor
     frames, samples = frames_for(duration, sample_rate=mel.sample_rate, hop_length=mel.hop_length, granularity=granularity)
     counts = preset_parameter_counts(preset, context_dim)
     return {
@@ -34,7 +33,9 @@ def describe_preset(preset: str, duration: float, context_dim: int) -> dict:
         "duration": duration,
         "output_samples": samples,
         "mel_shape": [1, mel.n_mels, frames],
-        "latent_shape": [vae.embed_dim, mel.n_mels // vae_factor, frames // vae_factor],
+        "latent_shape": list(vae.latent_shape(mel.n_mels, frames)),
+        "vae": {"name": AutoencoderKL.name, "latent_channels": vae.latent_channels,
+                "downsampling": list(vae.downsampling)},
         "frame_granularity": granularity,
         "generated_seconds": frames * mel.hop_length / mel.sample_rate,
     }

@@ -17,6 +17,7 @@ from torch import nn
 from mka_core.config import StrictModel
 from mka_core.errors import InputError
 from mka_core.models.vae_blocks import Decoder, Encoder
+from mka_core.models.vae_contract import DEFAULT_VAE, LatentAutoencoder, VAEGeometry
 
 GeneratorArg = torch.Generator | Sequence[torch.Generator] | None
 
@@ -112,14 +113,24 @@ class DiagonalGaussian:
         return 0.5 * torch.sum(self.mean.pow(2) + self.var - 1.0 - self.logvar, dim=[1, 2, 3])
 
 
-class AutoencoderKL(nn.Module):
-    """Spectrogram VAE. Input layout ``[B, 1, n_mels, frames]`` (height = mel bins, width = time)."""
+class AutoencoderKL(LatentAutoencoder):
+    """Spectrogram VAE. Input layout ``[B, 1, n_mels, frames]`` (height = mel bins, width = time).
 
+    mka's own implementation of the VAE contract (:mod:`mka_core.models.vae_contract`),
+    registered as ``autoencoder-kl`` through the ``register_vaes`` hook.
+    """
+
+    name = DEFAULT_VAE
+    summary = "The released spectrogram VAE (AutoencoderKL): 4 latent channels, 8 x 8 downsampling in the base preset."
     config_class = VAEConfig
 
+    @classmethod
+    def geometry(cls, config: VAEConfig) -> VAEGeometry:
+        factor = config.downsample_factor  # the encoder halves both axes once per level after the first
+        return VAEGeometry(latent_channels=config.embed_dim, downsampling=(factor, factor))
+
     def __init__(self, config: VAEConfig) -> None:
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         c = config
         common = dict(
             ch=c.ch, ch_mult=c.ch_mult, num_res_blocks=c.num_res_blocks, z_channels=c.z_channels,

@@ -88,7 +88,7 @@ def _options_model_owner(exc: BaseException) -> Any:
         return None
     from mka_core.plugins import manager
 
-    for kind in ("conditioner", "task", "vocoder", "trainer", "caption-expert", "audio-classifier"):
+    for kind in manager.KINDS:
         for registration in manager.registrations(kind):
             options = getattr(registration.obj, "Options", None)
             if isinstance(options, type) and options.__name__ == exc.title:

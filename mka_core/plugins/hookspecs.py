@@ -31,6 +31,11 @@ def register_samplers(register):
 
 
 @hookspec
+def register_vaes(register):
+    """Register VAEs: ``register(LatentAutoencoderSubclass)``; the class needs a ``name`` attribute."""
+
+
+@hookspec
 def register_commands(register):
     """Register CLI commands: ``register(Command(name, help, add_arguments, run))``."""
 

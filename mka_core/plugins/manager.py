@@ -36,6 +36,7 @@ HOOK_KINDS = {
     "register_conditioners": "conditioner",
     "register_tasks": "task",
     "register_vocoders": "vocoder",
+    "register_vaes": "vae",
     "register_samplers": "sampler",
     "register_commands": "command",
     "register_trainers": "trainer",

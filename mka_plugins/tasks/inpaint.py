@@ -114,7 +114,7 @@ class InpaintTask(Task):
 def has_inpainting_inputs(pipeline) -> bool:
     """Whether the pipeline's U-Net takes the masked latent and the mask (a fine-tuned inpainting model)."""
     try:
-        _extra_groups(pipeline.unet.config, pipeline.vae.config.embed_dim)
+        _extra_groups(pipeline.unet.config, pipeline.vae.latent_channels)
     except InputError:
         return False
     return True
@@ -129,7 +129,7 @@ def resolve_variant(pipeline, variant: str | None) -> str:
         return "finetuned"
     if variant is None:
         return "blend"
-    channels, latent = pipeline.unet.config.in_channels, pipeline.vae.config.embed_dim
+    channels, latent = pipeline.unet.config.in_channels, pipeline.vae.latent_channels
     raise InputError(
         f"This model's U-Net takes {channels} input channels, not an inpainting U-Net's {2 * latent + 1}, so it "
         "cannot run variant=finetuned; ask for variant=blend (training-free latent blending) or leave the variant "
@@ -175,7 +175,7 @@ def latent_mask(mask: torch.Tensor, factor: int) -> torch.Tensor:
 
 def inpainting_channels(pipeline, mel: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The U-Net's extra inputs ``[B, C_extra, h, w]`` in the order of its ``input_groups``."""
-    groups = _extra_groups(pipeline.unet.config, pipeline.vae.config.embed_dim)
+    groups = _extra_groups(pipeline.unet.config, pipeline.vae.latent_channels)
     mask = mask.to(mel.device, torch.float32)
     parts = []
     for name, _ in groups:

@@ -30,7 +30,7 @@ class TextToAudioTask(Task):
 def check_plain_unet(pipeline, task: str) -> None:
     """Tasks that feed only ``x_t`` cannot drive an inpainting U-Net (it wants more input channels)."""
     channels = pipeline.unet.config.in_channels
-    latent = pipeline.vae.config.embed_dim
+    latent = pipeline.vae.latent_channels
     if channels != latent:
         raise InputError(
             f"This model's U-Net takes {channels} input channels (an inpainting model); task '{task}' needs a "

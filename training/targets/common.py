@@ -43,16 +43,16 @@ def load_pipeline_cpu(path: str):
 
 
 def load_vae(source: str):
-    """A VAE from a pipeline folder (its ``vae/``) or from a VAE component folder."""
-    from mka_core.models.vae import AutoencoderKL
-    from mka_core.pipeline_io import load_module
+    """A VAE (any registered one, see :mod:`mka_core.models.vae_contract`) from a pipeline folder (its
+    ``vae/``) or from a VAE component folder."""
+    from mka_core.pipeline_io import load_vae_folder
 
     folder = Path(source).expanduser()
     if (folder / "vae" / "config.json").is_file():
         folder = folder / "vae"
     if not (folder / "config.json").is_file():
         raise InputError(f"{source} holds no VAE; give a pipeline folder or a VAE folder (config.json + model.safetensors).")
-    return load_module(AutoencoderKL, folder)
+    return load_vae_folder(folder)
 
 
 def load_vocoder(source: str):

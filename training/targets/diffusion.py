@@ -85,7 +85,7 @@ class DiffusionTarget(TrainTarget):
                 raise InputError("The diffusion recipe needs model.vae (a trained VAE folder) or model.init (a pipeline).")
             conditioner = build_conditioner(model, recipe.run.seed)
             vae = load_vae(model.vae)
-            unet = self.build_unet(conditioner.space.dim)
+            unet = self.build_unet(conditioner.space.dim, vae.latent_channels)
             self.vocoder_name, self.vocoder = load_vocoder(model.vocoder)
             self.pipeline_config = None
         unet = self.adapt_unet(unet)
@@ -106,11 +106,13 @@ class DiffusionTarget(TrainTarget):
         self.latent_cache_dir = cache_root / "latents" if model.cache_latents else None
         self.build_data()
 
-    def build_unet(self, context_dim: int):
+    def build_unet(self, context_dim: int, latent_channels: int):
         from mka_core.models.unet import UNet, UNetConfig
 
         config = UNetConfig.preset(self.recipe.model.unet).model_dump()
-        config.update({"context_dim": context_dim, **self.recipe.model.unet_overrides})
+        # The U-Net denoises the VAE's latents: its channels come from the VAE contract.
+        config.update({"context_dim": context_dim, "in_channels": latent_channels, "out_channels": latent_channels,
+                       **self.recipe.model.unet_overrides})
         torch.manual_seed(self.recipe.run.seed)
         return UNet(UNetConfig.model_validate(config))
 
@@ -154,13 +156,13 @@ class DiffusionTarget(TrainTarget):
     def latents(self, batch: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
         mel = batch["mel"].to(self.device)
         if self.latent_cache_dir is None:
-            moments = self.vae.quant_conv(self.vae.encoder(mel))
+            moments = posterior_moments(self.vae, mel)
         else:
             moments = self._cached_moments(batch, mel)
         mean, logvar = moments.float().chunk(2, dim=1)
         std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
         z = mean + std * cpu_randn(mean.shape, generator, self.device)
-        return z * self.vae.scale_factor.float()
+        return z * self.vae.scale_factor_value
 
     def _cached_moments(self, batch: dict[str, Any], mel: torch.Tensor) -> torch.Tensor:
         from mka_core.weights import load_safetensors, save_safetensors
@@ -176,7 +178,7 @@ class DiffusionTarget(TrainTarget):
                 except Exception:
                     cached = None
             if cached is None:
-                cached = self.vae.quant_conv(self.vae.encoder(mel[i:i + 1]))[0].float()
+                cached = posterior_moments(self.vae, mel[i:i + 1])[0].float()
                 save_safetensors({"moments": cached.cpu()}, path)
             out.append(cached)
         return torch.stack(out)
@@ -252,3 +254,10 @@ class DiffusionTarget(TrainTarget):
         seconds = min(5.0, self.recipe.data.crop_frames * 256 / 16000)
         render_pipeline_samples(self.build_pipeline(), captions, out_dir, seconds=seconds,
                                 steps=self.recipe.model.sample_steps, seed=self.recipe.run.seed)
+
+
+def posterior_moments(vae, mel: torch.Tensor) -> torch.Tensor:
+    """The VAE posterior's mean and log-variance stacked on the channel axis (what the latent cache stores),
+    through the VAE contract's ``encode``, so any registered VAE trains a U-Net."""
+    posterior = vae.encode(mel)
+    return torch.cat([posterior.mean, posterior.logvar], dim=1)

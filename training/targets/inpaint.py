@@ -70,9 +70,9 @@ class InpaintTarget(DiffusionTarget):
 
         mel = batch["mel"].to(self.device)
         mask = self.masks(batch, generator).to(self.device)
-        factor = self.vae.config.downsample_factor
+        factor = self.vae.downsampling[1]  # mel frames per latent column, from the VAE contract
         parts = []
-        for name, _ in _extra_groups(self.raw("unet").config, self.vae.config.embed_dim):
+        for name, _ in _extra_groups(self.raw("unet").config, self.vae.latent_channels):
             if name == MASKED_LATENT:
                 floor = float(self.mel_config.silence) if self.mel_config else -5.0
                 parts.append(self.vae.encode_latents(masked_mel(mel, mask, floor), sample=False).float())
