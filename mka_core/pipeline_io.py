@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from mka_core import __version__
-from mka_core.errors import InputError, WeightsError, validation_sentence
+from mka_core.errors import InputError, WeightsError, validation_problems, validation_sentence
 from mka_core.weights import load_safetensors, read_json, save_safetensors, write_json
 
 INDEX = "model_index.json"
@@ -125,10 +125,16 @@ def _check_complete(directory: Path, index: dict[str, Any]) -> None:
 
 def load_module(cls: type[torch.nn.Module], directory: Path, *, weights: bool = True) -> torch.nn.Module:
     data = read_json(directory / MODULE_CONFIG)
+    fields = data.get("config") if isinstance(data, dict) else None
+    if not isinstance(fields, dict):
+        raise WeightsError(f"{directory / MODULE_CONFIG} has no \"config\" object; re-create the model folder.")
     try:
-        config = cls.config_class(**data["config"])
-    except Exception as exc:
-        raise WeightsError(f"{directory / MODULE_CONFIG} does not describe a valid {cls.__name__}: {exc}") from exc
+        config = cls.config_class(**fields)
+    except ValueError as exc:  # pydantic's ValidationError (or a config's own check): one sentence
+        raise WeightsError(
+            f"{directory / MODULE_CONFIG} does not describe a valid {cls.__name__}: {validation_problems(exc)}; "
+            "fix the file or re-create the model folder."
+        ) from exc
     module = cls(config)
     if weights:
         state = load_safetensors(directory / MODULE_WEIGHTS)
@@ -178,9 +184,12 @@ def load_pipeline(directory: Path, *, device: str | torch.device = "auto", dtype
     if not (directory / INDEX).is_file():
         raise WeightsError(f"{directory} is not an mka model folder (no {INDEX}).")
     index = read_json(directory / INDEX)
-    if index.get("format") != FORMAT:
+    if not isinstance(index, dict) or index.get("format") != FORMAT:
         raise WeightsError(f"{directory / INDEX} is not an mka pipeline index.")
-    if int(index.get("format_version", 0)) > FORMAT_VERSION:
+    version = index.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise WeightsError(f"{directory / INDEX} has format_version {version!r}, not a whole number; re-create the model folder.")
+    if version > FORMAT_VERSION:
         raise WeightsError(f"{directory} was written by a newer mka (format {index['format_version']}); upgrade mka.")
     _check_complete(directory, index)
     pipeline_data = index.get("pipeline")

@@ -59,3 +59,22 @@ def test_a_recorded_space_name_of_another_conditioner_is_refused(model):
 def test_an_untouched_folder_still_loads(model):
     pipe = Pipeline.from_pretrained(model, device="cpu")
     assert pipe.config.space.dim == pipe.unet.config.context_dim == 32
+
+
+def test_a_damaged_component_config_is_one_sentence(model):
+    path = model / "unet" / "config.json"
+    data = json.loads(path.read_text())
+    data["config"]["model_channels"] = -3
+    path.write_text(json.dumps(data))
+    with pytest.raises(WeightsError) as info:
+        Pipeline.from_pretrained(model, device="cpu")
+    message = str(info.value)
+    assert len(message.splitlines()) == 1 and "'model_channels'" in message and "unet" in message
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", '{"format": "mka-pipeline", "format_version": "one"}'])
+def test_an_index_of_the_wrong_shape_is_one_sentence(model, content):
+    (model / "model_index.json").write_text(content)
+    with pytest.raises(WeightsError) as info:
+        Pipeline.from_pretrained(model, device="cpu")
+    assert len(str(info.value).splitlines()) == 1
