@@ -91,11 +91,11 @@ def cached_file(entry: WeightEntry, name: str, remote: str) -> Path | None:
     return fetch.cached_hub_file(entry, remote) if entry.hub_repo else fetch.cached_url_file(entry, name)
 
 
-def missing_downloads(plan: list[WeightEntry], skip: set[str]) -> list[tuple[WeightEntry, str, str]]:
+def missing_downloads(plan: list[WeightEntry]) -> list[tuple[WeightEntry, str, str]]:
     """(entry, file, hub path or address) of every file the plan would have to download."""
     out = []
     for entry in plan:
-        if entry.name in skip or in_place(entry) or not entry.downloadable:
+        if not entry.downloadable:
             continue
         out += [(entry, name, remote) for name, remote in entry.remote_files() if cached_file(entry, name, remote) is None]
     return out
@@ -289,7 +289,7 @@ def pull(names: list[str], *, allow_network: bool, source: str | Path | None = N
             step = MANUAL_STEPS.get(entry.name, f"get {', '.join(entry.files)} from {entry.source}, then run "
                                                 f"`mka weights pull {entry.name} --from DIR`")
             raise InputError(f"'{entry.name}' cannot be downloaded by mka ({entry.source}): {step}.")
-    missing = missing_downloads([e for e in todo if e.name not in given], set())
+    missing = missing_downloads([e for e in todo if e.name not in given])
     if missing and not allow_network:
         raise WeightsError(offline_sentence(names, missing))
     done = []
@@ -297,7 +297,10 @@ def pull(names: list[str], *, allow_network: bool, source: str | Path | None = N
         if entry not in todo:
             done.append(Pulled(entry.name, destination(entry), "already in place"))
         elif entry.package is not None:
-            done.append(Pulled(entry.name, destination(entry), "installed package"))
+            from mka_core.hub.status import package_files
+
+            found = package_files(entry)
+            done.append(Pulled(entry.name, found[0].parent if found else Path(entry.package), "installed package"))
         else:
             done.append(_pull_one(entry, Path(source) if entry.name in given else None,
                                   overwrite=entry.name in given or entry.name in redo))
