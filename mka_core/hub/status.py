@@ -3,8 +3,9 @@
 States:
 
 * ``converted`` - a model entry whose folder ``$MKA_HOME/models/NAME`` exists (usable by name);
-* ``present`` - the files are in ``$MKA_HOME/weights/NAME`` (or a ``--dir`` folder), or ship inside
-  an installed pip package;
+* ``present`` - the files are in ``$MKA_HOME/weights/NAME`` (or a ``--dir`` folder; for a model, its
+  checkpoint put there by hand, not converted yet: ``mka weights pull NAME --from`` that folder), or
+  ship inside an installed pip package;
 * ``pulled`` - every file is complete in the download cache but not yet converted / placed
   (``mka weights pull NAME`` finishes without the network);
 * ``missing`` - anything else.
@@ -20,7 +21,7 @@ from typing import Any
 
 from mka_core.hub import fetch
 from mka_core.hub.catalogue import WeightEntry, entries
-from mka_core.hub.pull import cached_file, destination, in_place
+from mka_core.hub.pull import cached_file, destination, in_place, weights_home
 
 
 def folder_bytes(folder: Path) -> int:
@@ -70,9 +71,11 @@ def entry_status(entry: WeightEntry, extra_dirs: list[Path]) -> dict[str, Any]:
         disk = folder_bytes(location)
     else:
         state = "pulled" if all_cached else "missing"
-        for root in extra_dirs:
+        # Files put by hand: a --dir folder, or (a model's checkpoint, not converted yet) $MKA_HOME/weights/NAME.
+        roots = list(extra_dirs) + ([weights_home()] if entry.is_model else [])
+        for root in roots:
             folder = root / entry.name
-            if not entry.is_model and folder.is_dir() and all((folder / f).exists() for f in entry.files):
+            if folder.is_dir() and all((folder / f).exists() for f in entry.files):
                 state, location, disk = "present", folder, folder_bytes(folder)
                 break
     return {
