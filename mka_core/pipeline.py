@@ -479,6 +479,7 @@ class Pipeline:
             "conditioner": self.config.conditioner,
             "space": self.config.space.model_dump(),
             "vocoder": self.config.vocoder,
+            "vae": self.config.vae,
             "device": str(self.device),
             "dtype": dtype_name(self.dtype),
             "origin": self.config.origin,

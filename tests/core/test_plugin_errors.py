@@ -79,6 +79,17 @@ def test_options_given_when_switching_conditioners_are_checked_before_loading(le
     assert len(sys.modules["fake_letters"].BUILT) == built
 
 
+def test_generate_cond_option_rejected_by_the_plugin_is_one_sentence(letters, tmp_path):
+    from mka_core.presets import build_pipeline
+
+    build_pipeline("tiny", cond="letter-counts").save_pretrained(tmp_path / "m")
+    result = run_cli("generate", "--model", tmp_path / "m", "--cond-option", "bogus=1", "a dog", "--steps", "1",
+                     "--duration", "0.5", "-o", tmp_path / "out.wav")
+    one_error_line(result)
+    assert_clean_error(result, "letter-counts", "fake-letters", "0.3.0", "'bogus'")
+    assert not (tmp_path / "out.wav").exists()
+
+
 # -- an import failure -----------------------------------------------------------------------------------
 
 
