@@ -18,7 +18,7 @@ from mka_core.convert.accounting import Ledger
 from mka_core.convert.checkpoint import ForeignCheckpoint, load_checkpoint
 from mka_core.convert.common import ignore_extra_entries
 from mka_core.convert.families import require_kind
-from mka_core.errors import InputError, WeightsError
+from mka_core.errors import InputError, WeightsError, validation_problems
 
 ARGS_NAMES = ("args.yml", "args.yaml", "config.yml", "config.yaml")
 WEIGHTS_NAME = "best_netG.pt"
@@ -109,10 +109,8 @@ def bigvgan_config(args: dict[str, Any], input_scale: str, source: str):
     try:
         return BigVGANConfig(**fields)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        raise WeightsError(f"{source}: the generator setting '{where}' is not supported by mka's BigVGAN "
-                           f"({first.get('msg')}).") from exc
+        raise WeightsError(f"{source}: a generator setting is not supported by mka's BigVGAN: "
+                           f"{validation_problems(exc)}.") from exc
 
 
 @dataclass

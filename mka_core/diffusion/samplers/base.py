@@ -31,7 +31,7 @@ from pydantic import ValidationError
 from mka_core.config import StrictModel
 from mka_core.diffusion.noise import randn
 from mka_core.diffusion.schedule import NoiseSchedule
-from mka_core.errors import InputError
+from mka_core.errors import InputError, validation_sentence
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 #: ``progress(steps_done, total_steps)``, called after every step.
@@ -49,8 +49,7 @@ class Sampler:
             try:
                 config = self.Options(**options)
             except ValidationError as exc:
-                problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-                raise InputError(f"Invalid options for sampler '{self.name}' ({problems}).") from None
+                raise InputError(validation_sentence(exc, f"options for sampler '{self.name}'")) from None
         elif options:
             raise TypeError("pass either a config object or keyword options, not both")
         self.config = config
