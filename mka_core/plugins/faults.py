@@ -116,10 +116,14 @@ def _plugin_frame(exc: BaseException) -> tuple[tuple[str, str, str], Any] | None
 
 
 def _fault_sentence(exc: BaseException, raised: BaseException, owner: tuple[str, str, str], frame: Any) -> PluginError:
+    from mka_core.plugins import manager
+
     plugin, distribution, version = owner
     target = frame.f_locals.get("self", frame.f_locals.get("cls"))
-    what = describe_plugin(target) if target is not None else f"plugin '{plugin}' {_from(distribution, version)}"
-    if target is not None and what.endswith(f"'{type(target).__name__}'"):  # not a registered object
+    registration = manager.provenance(target) if target is not None else None
+    if registration is not None:  # a method of a registered conditioner, task...: name that item
+        what = describe_plugin(target)
+    else:  # a module-level function or a helper class of the plugin
         what = f"plugin '{plugin}' {_from(distribution, version)}"
     detail = (str(exc).strip().splitlines() or [""])[0][:200]
     error = f"{exc.__class__.__name__}: {detail}" if detail else exc.__class__.__name__
