@@ -333,10 +333,18 @@ def _conditioner(pipe: Pipeline, request: GenerationRequest):
 
 
 def task_options(task_obj, task_name: str, given: dict[str, Any]):
-    """The task's options model; a rejected value is one sentence naming the task's plugin and its options."""
-    from mka_core.plugins.faults import validate_options
+    """The task's options model; a rejected value is one sentence naming the task's plugin and its options.
 
-    return validate_options(type(task_obj), given, "task")
+    It is an :class:`InputError` (the value is the caller's to fix), worded as the plugin's options error.
+    """
+    from pydantic import ValidationError
+
+    from mka_core.plugins.faults import options_error
+
+    try:
+        return type(task_obj).Options(**dict(given or {}))
+    except ValidationError as exc:
+        raise InputError(str(options_error(type(task_obj), exc, "task"))) from exc
 
 
 def check_sampler(name: str, options: dict[str, Any]) -> None:
@@ -349,6 +357,6 @@ def check_sampler(name: str, options: dict[str, Any]) -> None:
     try:
         get_sampler(name, **options)
     except ValidationError as exc:
-        raise options_error(sampler_class(name), exc, "sampler") from exc
+        raise InputError(str(options_error(sampler_class(name), exc, "sampler"))) from exc
     except TypeError as exc:
         raise InputError(f"Invalid options for sampler '{name}': {exc}.") from exc
