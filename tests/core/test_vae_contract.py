@@ -156,3 +156,17 @@ def test_mka_info_reports_the_vae_geometry():
     assert info["vae"] == {"name": "autoencoder-kl", "latent_channels": 4, "downsampling": [8, 8]}
     assert info["latent_shape"] == [4, 10, 78] and info["mel_shape"] == [1, 80, 624]
     assert info["frame_granularity"] == 16
+
+
+def test_diffusion_training_reads_latents_through_the_contract(pool_vae):
+    from training.targets.diffusion import posterior_moments
+
+    vae = AutoencoderKL(VAEConfig.preset("tiny")).eval()
+    mel = torch.randn(2, 1, 80, 32)
+    with torch.no_grad():
+        moments = posterior_moments(vae, mel)
+        mean, logvar = vae.quant_conv(vae.encoder(mel)).chunk(2, dim=1)
+    torch.testing.assert_close(moments, torch.cat([mean, logvar.clamp(-30.0, 20.0)], dim=1), atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        other = posterior_moments(pool_vae, mel)  # any registered VAE, not only AutoencoderKL
+    assert other.shape == (2, 2 * pool_vae.latent_channels, 20, 8)
