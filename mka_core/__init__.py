@@ -22,9 +22,12 @@ _LAZY = {
     "Task": "mka_core.tasks",
     "TaskRequest": "mka_core.tasks",
     "TaskOutput": "mka_core.tasks",
+    "LatentAutoencoder": "mka_core.models.vae_contract",
+    "VAEGeometry": "mka_core.models.vae_contract",
     "StrictModel": "mka_core.config",
     "MkaError": "mka_core.errors",
     "InputError": "mka_core.errors",
+    "PluginError": "mka_core.errors",
     "hookimpl": "mka_core.plugins.hookspecs",
 }
 
