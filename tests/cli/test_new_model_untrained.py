@@ -38,3 +38,19 @@ def test_a_model_not_made_by_new_model_generates_without_the_note(tiny_model_dir
         warnings.simplefilter("always")
         pipe(["a dog"], duration=0.5, steps=1, seed=0)
     assert not [w for w in caught if "new-model" in str(w.message)]
+
+
+def test_every_new_model_flag_is_documented_for_plugin_authors():
+    import argparse
+    from pathlib import Path
+
+    from mka_core.cli import new_model
+
+    parser = argparse.ArgumentParser()
+    new_model.add_arguments(parser)
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "plugins.md").read_text(encoding="utf-8")
+    section = doc.split("`mka new-model`: a model folder for your conditioner", 1)[1].split("\n## ", 1)[0]
+    flags = [s for action in parser._actions for s in action.option_strings if s.startswith("--") and s != "--help"]
+    assert flags
+    for flag in flags:
+        assert f"| `{flag}" in section, f"docs/plugins.md's new-model table lacks {flag}"
