@@ -306,6 +306,7 @@ def _run(pipe: Pipeline, request: GenerationRequest, init_data: Any, mask_data: 
             "duration": float(duration),
             "sample_rate": pipe.sample_rate,
             "task_options": options.to_json_dict(),
+            "decoder": getattr(pipe, "decoder", "vae"),  # "light": the model's light decoder made the mel
             **output.metadata,
         })
     result = GenerationResult(waveforms.float().cpu(), pipe.sample_rate, output.mel.float().cpu(),

@@ -18,7 +18,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import torch
 
@@ -61,6 +61,9 @@ class PipelineConfig(StrictModel):
     max_duration: float = MAX_DURATION
     #: Where the model came from (preset name, converted checkpoint, training run).
     origin: str = "mka"
+    #: The decoder that turns latents into mels by default: the VAE's, or the folder's optional
+    #: light decoder (``light_decoder/``, see mka_core.models.light_decoder); folders without it say "vae".
+    decoder: Literal["vae", "light"] = "vae"
 
 
 @dataclass
@@ -116,7 +119,15 @@ class Pipeline:
         *,
         device: str | torch.device = "auto",
         dtype: str | torch.dtype = "float32",
+        light_decoder: torch.nn.Module | None = None,
     ) -> None:
+        if light_decoder is not None and (problem := light_decoder.fits(vae)):
+            raise InputError(f"This light decoder does not fit the model's VAE: {problem}; train one for this model "
+                             "with mka train light-decoder --teacher MODEL.")
+        if config.decoder == "light" and light_decoder is None:
+            # A pipeline rebuilt from another's config (a trainer's export) without its light
+            # decoder records the decoder it actually has; loading a folder checks this earlier.
+            config = config.model_copy(update={"decoder": "vae"})
         if config.vae != vae_name(vae):  # the config records the VAE actually used
             config = config.model_copy(update={"vae": vae_name(vae)})
         self.config = config
@@ -124,6 +135,9 @@ class Pipeline:
         self.vae = vae
         self.unet = unet
         self.vocoder = vocoder
+        self.light_decoder = light_decoder
+        #: "vae" or "light": which decoder :meth:`decode_latents` runs (see :meth:`use_decoder`).
+        self.decoder: str = config.decoder
         self.schedule = NoiseSchedule(config.schedule)
         self.mel_frontend = MelFrontEnd(config.mel)
         self._null_cache: dict[str, Condition] = {}
@@ -137,7 +151,8 @@ class Pipeline:
 
     # -- devices ----------------------------------------------------------------------------
     def modules(self) -> list[torch.nn.Module]:
-        return [self.conditioner, self.vae, self.unet, self.vocoder, self.mel_frontend]
+        extra = [self.light_decoder] if getattr(self, "light_decoder", None) is not None else []
+        return [self.conditioner, self.vae, self.unet, self.vocoder, self.mel_frontend, *extra]
 
     def to(self, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None) -> "Pipeline":
         """Move to ``device`` and run the U-Net and VAE in ``dtype``.
@@ -163,6 +178,8 @@ class Pipeline:
         # the sampler state stay in float32 where precision matters and costs little.
         self.unet.to(self.device, self.dtype)
         self.vae.to(self.device, self.dtype)
+        if getattr(self, "light_decoder", None) is not None:
+            self.light_decoder.to(self.device, self.dtype)
         self.conditioner.to(self.device, self.dtype if self.device.type != "cpu" else torch.float32)
         for other in getattr(self, "_conditioners", {}).values():
             other.to(self.device, self.dtype if self.device.type != "cpu" else torch.float32)
@@ -261,9 +278,23 @@ class Pipeline:
         size = max(1, int(self.decode_batch_size))
         return torch.cat([fn(x[i : i + size]) for i in range(0, x.shape[0], size)])
 
+    def use_decoder(self, name: str) -> "Pipeline":
+        """Decode with ``"vae"`` (the VAE decoder) or ``"light"`` (the folder's light decoder) from now on."""
+        if name not in ("vae", "light"):
+            raise InputError(f"Unknown decoder '{name}'; choose 'vae' or 'light'.")
+        if name == "light" and self.light_decoder is None:
+            raise InputError("This model has no light decoder; train one with mka train light-decoder --teacher MODEL "
+                             "or decode with the VAE (--decoder vae).")
+        self.decoder = name
+        return self
+
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         latents = latents.to(self.device, self.dtype)
+        if self.decoder == "light":
+            # Fully convolutional with a local receptive field: no time slices needed, memory grows linearly.
+            mel = self._in_chunks(lambda z: self.light_decoder(z).float(), latents)
+            return check_finite(mel, "light decoder", module=self.light_decoder, dtype=self.dtype)
         tile = self.decode_tile_columns
         overlap = min(self.decode_tile_overlap, tile - 1) if tile else 0
         mel = self._in_chunks(lambda z: self.vae.decode_latents(z, tile=tile, overlap=overlap).float(), latents)
@@ -480,6 +511,7 @@ class Pipeline:
             "space": self.config.space.model_dump(),
             "vocoder": self.config.vocoder,
             "vae": self.config.vae,
+            "decoder": self.decoder,
             "device": str(self.device),
             "dtype": dtype_name(self.dtype),
             "origin": self.config.origin,

@@ -8,6 +8,8 @@ Layout::
     vae/                    config.json + model.safetensors
     unet/                   config.json + model.safetensors
     vocoder/                config.json (+ model.safetensors unless the vocoder has no weights)
+    light_decoder/          optional: config.json + model.safetensors of a LightDecoder
+                            (mka train light-decoder); its entry in "components" is there only then
 
 A directory is written into a temporary sibling and renamed into place, so an interrupted
 save never leaves a half-written model, and an existing model is replaced only when asked.
@@ -82,6 +84,9 @@ def save_pipeline(pipe: "Pipeline", directory: Path, *, overwrite: bool = False)
         save_module(pipe.vae, tmp / "vae")
         save_module(pipe.unet, tmp / "unet")
         save_module(pipe.vocoder, tmp / "vocoder", weights=getattr(pipe.vocoder, "has_weights", True))
+        light = getattr(pipe, "light_decoder", None)
+        if light is not None:
+            save_module(light, tmp / "light_decoder")
         index = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -92,6 +97,7 @@ def save_pipeline(pipe: "Pipeline", directory: Path, *, overwrite: bool = False)
                 "vae": _component_entry(pipe.vae, pipe.config.vae),
                 "unet": _component_entry(pipe.unet),
                 "vocoder": _component_entry(pipe.vocoder, pipe.config.vocoder),
+                **({"light_decoder": _component_entry(light)} if light is not None else {}),
             },
         }
         write_json(tmp / INDEX, index)
@@ -210,7 +216,15 @@ def load_pipeline(directory: Path, *, device: str | torch.device = "auto", dtype
     check_recorded_space(directory, config, conditioner.space, conditioner.name, unet.config.context_dim)
     vocoder_cls = manager.get("vocoder", config.vocoder)
     vocoder = load_module(vocoder_cls, directory / "vocoder", weights=getattr(vocoder_cls, "has_weights", True))
-    pipe = Pipeline(config, conditioner, vae, unet, vocoder, device=device, dtype=dtype)
+    light_decoder = None
+    if (directory / "light_decoder" / MODULE_CONFIG).is_file():
+        from mka_core.models.light_decoder import LightDecoder
+
+        light_decoder = load_module(LightDecoder, directory / "light_decoder")
+    elif config.decoder == "light":
+        raise WeightsError(f"{directory / INDEX} records the light decoder as the default decoder, but "
+                           f"{directory / 'light_decoder'} is missing; copy the whole folder again or re-export it.")
+    pipe = Pipeline(config, conditioner, vae, unet, vocoder, device=device, dtype=dtype, light_decoder=light_decoder)
     pipe._conditioner_dir = directory / "conditioner"
     pipe.directory = directory
     return pipe

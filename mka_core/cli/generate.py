@@ -40,6 +40,8 @@ class Run:
     recorded_model_hash: str | None = None
     #: --replay: files the recorded request read, with their SHA-256.
     recorded_files: dict[str, str] | None = None
+    #: "vae" or "light" (--decoder); None: the model's recorded default.
+    decoder: str | None = None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -86,6 +88,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output file (one output) or folder (named <slug>_<seed>.wav); default: the current folder")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N or mps (default auto)")
     parser.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default float32)")
+    parser.add_argument("--decoder", default=None, choices=("vae", "light"),
+                        help="latents to mel with the VAE decoder or the model's light decoder "
+                             "(mka train light-decoder; default: the model's recorded decoder, else vae)")
     parser.add_argument("--spectrogram", action="store_true", help="also write <file>.png, the output's mel spectrogram")
     parser.add_argument("--replay", metavar="SIDECAR", default=None,
                         help="re-make the output a sidecar (<file>.json) describes, bit for bit")
@@ -150,7 +155,8 @@ def run_from_args(args: argparse.Namespace) -> Run:
         guidance=args.guidance, duration=args.duration, seed=args.seed, n=args.n, init_audio=init,
         mask=mask, output=OutputNaming(out=args.out, spectrogram=bool(args.spectrogram)),
     )
-    return Run(request=request, model=args.model, device=args.device or "auto", dtype=args.dtype or "float32")
+    return Run(request=request, model=args.model, device=args.device or "auto", dtype=args.dtype or "float32",
+               decoder=getattr(args, "decoder", None))
 
 
 def run_from_sidecar(args: argparse.Namespace) -> Run:
@@ -166,7 +172,8 @@ def run_from_sidecar(args: argparse.Namespace) -> Run:
     request = sidecar.request.with_changes(output=OutputNaming(out=args.out, spectrogram=bool(args.spectrogram)))
     return Run(request=request, model=args.model or sidecar.model.path, device=args.device or sidecar.runtime.device,
                dtype=args.dtype or sidecar.runtime.dtype, only_index=sidecar.index,
-               recorded_model_hash=sidecar.model.index_sha256, recorded_files=sidecar.files)
+               recorded_model_hash=sidecar.model.index_sha256, recorded_files=sidecar.files,
+               decoder=getattr(args, "decoder", None) or sidecar.metadata.get("decoder"))
 
 
 def absolute_file_inputs(pipe, request: GenerationRequest) -> GenerationRequest:
@@ -248,6 +255,8 @@ def load_pipeline(job: Run, device: str):
     print(f"mka: loading the model {model_dir} (device {resolve_device(device)}, {job.dtype})...", file=sys.stderr,
           flush=True)
     pipe = Pipeline.from_pretrained(model_dir, device=device, dtype=job.dtype)
+    if job.decoder:
+        pipe.use_decoder(job.decoder)
     for warning in precision_warnings(pipe.device, pipe.requested_dtype, pipe.dtype):
         print(f"mka: warning: {warning}", file=sys.stderr)
     pipe._precision_warned = True  # said here once; generate() would warn again otherwise

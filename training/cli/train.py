@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, help="same as --set run.batch_size=N")
     parser.add_argument("--device", help="same as --set run.device=...")
     parser.add_argument("--teacher", metavar="MODEL",
-                        help="distill: the pipeline to distil (a folder, an installed model name or 'default'; "
+                        help="distill, light-decoder: the pipeline to distil (a folder, an installed model name or 'default'; "
                              "same as --set model.teacher=...)")
     parser.add_argument("--out", metavar="DIR", help="the run folder (checkpoints, logs, samples, export)")
     parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
@@ -78,7 +78,8 @@ def resolve_recipe(target_class, args: argparse.Namespace):
     if getattr(args, "teacher", None):
         model_section = getattr(target_class.recipe_class.model_fields.get("model"), "annotation", None)
         if "teacher" not in getattr(model_section, "model_fields", {}):
-            raise InputError(f"--teacher is for `mka train distill`; '{target_class.name}' has no teacher.")
+            raise InputError(f"--teacher is for `mka train distill` and `mka train light-decoder`; "
+                             f"'{target_class.name}' has no teacher.")
         shortcuts.append(f"model.teacher={_quoted(args.teacher)}")
     extra = getattr(target_class, "positional_overrides", None)
     if extra is not None:

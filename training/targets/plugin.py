@@ -14,6 +14,7 @@ BUILTIN_TARGETS = {
     "training.targets.vocoder": "VocoderTarget",
     "training.targets.conditioner": "ConditionerTarget",
     "training.targets.distill": "DistillTarget",
+    "training.targets.light_decoder": "LightDecoderTarget",
 }
 
 
