@@ -253,3 +253,26 @@ def test_torchrun_distils_with_two_processes(tmp_path, teacher_dir, sound_manife
     step, state = load_checkpoint(latest_checkpoint(run))
     assert step == 2 and set(state["modules"]) == {"unet", "target_unet"}
     assert json.loads((run / "export" / "model_index.json").read_text())["pipeline"]["defaults"]["sampler"] == "consistency"
+
+
+def test_a_context_free_inpainting_teacher_distils(tmp_path, sound_manifest):
+    """A model that takes no condition (the reference inpainting model's kind): no captions are encoded."""
+    from mka_core.models.unet import UNet, UNetConfig
+    from mka_core.pipeline import Pipeline
+    from mka_core.presets import build_pipeline
+    from mka_plugins.tasks.inpaint import make_inpainting_pipeline
+
+    base = build_pipeline("tiny", cond="unconditional", seed=0)
+    torch.manual_seed(0)
+    unet = UNet(UNetConfig.model_validate({**base.unet.config.model_dump(), "context_dim": None}))
+    free = Pipeline(base.config, base.conditioner, base.vae, unet, base.vocoder, device="cpu")
+    teacher = tmp_path / "context-free"
+    make_inpainting_pipeline(free).save_pretrained(teacher)
+    run = tmp_path / "run"
+    done = distill(teacher, sound_manifest, run, 1)
+    assert done.returncode == 0, done.stderr[-3000:]
+    student = Pipeline.from_pretrained(run / "export", device="cpu")
+    assert student.unet.config.context_dim is None and student.unet.config.in_channels == 9
+    init = sorted((sound_manifest.parent / "audio").glob("noise0.wav"))[0]
+    result = student(None, init_audio=str(init), mask="0.2-0.6", duration=1.0, seed=1)
+    assert result.metadata[0]["sampler"] == "consistency" and torch.isfinite(result.waveforms).all()

@@ -157,11 +157,12 @@ class DistillTarget(DiffusionTarget):
         from training.data.dataset import MelCropDataset
 
         recipe = self.recipe
-        rows = load_rows(recipe.data.train, self.context, need_caption=True)
+        # A context-free teacher (e.g. the reference inpainting model) needs no captions.
+        rows = load_rows(recipe.data.train, self.context, need_caption=self.takes_context)
         self.train_data = MelCropDataset(rows, crop_frames=recipe.data.crop_frames, seed=recipe.run.seed,
                                          mel_config=self.mel_config, random_crop=not recipe.model.cache_latents)
         if recipe.data.valid:
-            valid_rows = load_rows(recipe.data.valid, self.context, need_caption=True, label="valid")
+            valid_rows = load_rows(recipe.data.valid, self.context, need_caption=self.takes_context, label="valid")
             self.valid_data = MelCropDataset(valid_rows, crop_frames=recipe.data.crop_frames, seed=recipe.run.seed + 1,
                                              mel_config=self.mel_config, random_crop=False)
 
@@ -201,8 +202,8 @@ class DistillTarget(DiffusionTarget):
         model = self.recipe.model
         x0 = self.latents(batch, generator)
         batch_size = x0.shape[0]
-        cond = self.condition(batch["caption"], generator)
         null = self.null_condition(batch_size).to(self.device, torch.float32).expand(batch_size)
+        cond = self.condition(batch["caption"], generator) if self.takes_context else null
         index = torch.randint(0, len(self.grid), (batch_size,), generator=generator)
         t = self.grid[index].to(self.device)
         s = (t - self.skip).clamp(min=0)
@@ -251,6 +252,8 @@ class DistillTarget(DiffusionTarget):
                                          "origin": f"distilled:{self.context.run_dir.name}:{self.pipeline_config.origin}"})
 
     def render_samples(self, out_dir: Path, step: int) -> None:
+        if not self.takes_context:
+            return  # the shared renderers prompt with captions, which a context-free model does not take
         if self.inpainting:
             InpaintTarget.render_samples(self, out_dir, step)
         else:
