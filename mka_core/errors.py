@@ -41,6 +41,11 @@ class PluginError(MkaError):
     """A plugin is missing, broken or collides with another."""
 
 
+class PluginOptionsError(InputError, PluginError):
+    """A plugin's options model rejected a value: the caller's input (an InputError), named as that
+    plugin's (a PluginError) with its distribution."""
+
+
 class SpaceMismatchError(MkaError):
     """A conditioner writes into another embedding space than the model was trained in."""
 

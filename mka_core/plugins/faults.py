@@ -19,7 +19,7 @@ from __future__ import annotations
 import traceback
 from typing import Any, Mapping
 
-from mka_core.errors import MkaError, PluginError, validation_problems
+from mka_core.errors import MkaError, PluginError, PluginOptionsError, validation_problems
 
 
 def describe_plugin(obj: Any, kind: str | None = None) -> str:
@@ -41,11 +41,15 @@ def _from(distribution: str, version: str) -> str:
     return f"from the distribution '{distribution}'{' ' + version if version and version != 'unknown' else ''}"
 
 
-def options_error(cls: Any, exc: BaseException, kind: str | None = None) -> PluginError:
-    """The sentence for ``cls.Options`` rejecting the given options (a pydantic ValidationError)."""
+def options_error(cls: Any, exc: BaseException, kind: str | None = None) -> PluginOptionsError:
+    """The error for ``cls.Options`` rejecting the given options (a pydantic ValidationError).
+
+    A :class:`PluginOptionsError`: both an ``InputError`` (the caller's value) and a ``PluginError``
+    (the sentence names the plugin and its distribution).
+    """
     fields = sorted(getattr(getattr(cls, "Options", None), "model_fields", {}) or {})
     valid = f"; its options are: {', '.join(fields)}" if fields else "; it takes no options"
-    return PluginError(f"The {describe_plugin(cls, kind)} rejected its options: {validation_problems(exc)}{valid}.")
+    return PluginOptionsError(f"The {describe_plugin(cls, kind)} rejected its options: {validation_problems(exc)}{valid}.")
 
 
 def validate_options(cls: Any, values: Mapping[str, Any] | None, kind: str | None = None) -> Any:

@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from mka_core.errors import MkaError, PluginError, validation_problems, validation_sentence
+from mka_core.errors import InputError, MkaError, PluginError, validation_problems, validation_sentence
 from mka_core.plugins import manager
 from mka_core.plugins.faults import plugin_fault
 from tests.conftest import assert_clean_error, run_cli
@@ -63,7 +63,7 @@ def test_the_python_api_raises_the_same_sentence(letters):
     with pytest.raises(PluginError, match=r"conditioner 'letter-counts' from the distribution 'fake-letters' 0\.3\.0"):
         build_pipeline("tiny", cond="letter-counts", cond_options={"bogus": 1})
     cls = manager.get("conditioner", "letter-counts")
-    with pytest.raises(PluginError, match="bogus"):
+    with pytest.raises(InputError, match="bogus"):  # the caller's input, and the plugin's error
         cls(bogus=1)  # the base class validates the options it is given
 
 
