@@ -152,3 +152,26 @@ def test_bad_recipe_values_are_one_sentence(tiny_model_dir, sound_manifest, tmp_
     assert_clean_error(done, "multiple of the VAE's 8-frame")
     done = run_cli("train", "light-decoder", "--data", sound_manifest, "--steps", "1", "--out", tmp_path / "run2")
     assert_clean_error(done, "--teacher MODEL")
+
+
+def test_eval_resynthesize_light_goes_through_the_light_decoder(light_run, tiny_model_dir, sound_manifest):
+    from mka_core.errors import InputError
+    from mka_core.pipeline import Pipeline
+    from training.data.manifest import read_manifest
+    from training.evaluation.evaluate import resynthesized_pairs
+
+    pipe = Pipeline.from_pretrained(light_run / "export", device="cpu")
+    rows = read_manifest(sound_manifest)[:2]
+    calls = []
+    original = pipe.light_decoder.forward
+    pipe.light_decoder.forward = lambda z: calls.append(z.shape) or original(z)
+    light = [pair for batch in resynthesized_pairs(pipe, rows, "light") for pair in batch]
+    assert len(calls) == 2 and pipe.decoder == "vae"  # the pipeline's own choice is restored
+    vae = [pair for batch in resynthesized_pairs(pipe, rows, "vae") for pair in batch]
+    assert len(calls) == 2
+    assert [p.generated.shape for p in light] == [p.generated.shape for p in vae]
+    assert not torch.equal(light[0].generated, vae[0].generated)
+
+    plain = Pipeline.from_pretrained(tiny_model_dir, device="cpu")
+    with pytest.raises(InputError, match="no light decoder"):
+        next(iter(resynthesized_pairs(plain, rows, "light")))

@@ -34,9 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the pipeline to evaluate: a folder or a name in $MKA_HOME/models (default: the embedded model)")
     parser.add_argument("--generated", metavar="TSV|DIR", default=None,
                         help="score audio generated earlier (a manifest, or a folder of <name>.wav) instead of generating")
-    parser.add_argument("--resynthesize", metavar="PATH", default=None, choices=("vocoder", "vae"),
+    parser.add_argument("--resynthesize", metavar="PATH", default=None, choices=("vocoder", "vae", "light"),
                         help="score the model's parts on the references' own mels instead of generating: 'vocoder' "
-                             "(mel -> vocoder) or 'vae' (mel -> VAE -> vocoder)")
+                             "(mel -> vocoder), 'vae' (mel -> VAE -> vocoder) or 'light' (mel -> VAE encoder -> "
+                             "the model's light decoder -> vocoder)")
     parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
     parser.add_argument("--sampler", default=None, help="ddim or dpm++2m (default: the model's)")
     parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the model's)")

@@ -139,7 +139,7 @@ def _generated_row(row: ManifestRow, file: str, meta: dict[str, Any]) -> Manifes
 # -- pairs resynthesised from the references ----------------------------------------------------------
 
 #: What ``mka eval --resynthesize`` sends each reference clip through before scoring it.
-RESYNTHESIS_PATHS = ("vocoder", "vae")
+RESYNTHESIS_PATHS = ("vocoder", "vae", "light")
 
 
 def resynthesized_pairs(pipe, rows: Sequence[ManifestRow], through: str, *,
@@ -148,12 +148,23 @@ def resynthesized_pairs(pipe, rows: Sequence[ManifestRow], through: str, *,
 
     ``vocoder``: waveform -> mel -> vocoder (copy synthesis: the vocoder's ceiling).
     ``vae``: waveform -> mel -> VAE encoder (posterior mean) -> decoder -> vocoder (the
-    ceiling of everything below the U-Net). The mel is cut to a whole number of the VAE's
-    frames so both paths produce the same length.
+    ceiling of everything below the U-Net). ``light``: the same with the model's light decoder
+    in place of the VAE decoder (what ``--decoder light`` generates through). The mel is cut to a
+    whole number of the VAE's frames so every path produces the same length.
     """
     if through not in RESYNTHESIS_PATHS:
         raise InputError(f"--resynthesize takes {' or '.join(RESYNTHESIS_PATHS)}, got '{through}'.")
     granule = pipe.vae_factor
+    decoder = getattr(pipe, "decoder", "vae")
+    if through in ("vae", "light"):
+        pipe.use_decoder(through)  # 'light' on a model without one: one sentence naming mka train light-decoder
+    try:
+        yield from _resynthesized(pipe, rows, through, granule, batch_size)
+    finally:
+        pipe.decoder = decoder
+
+
+def _resynthesized(pipe, rows: Sequence[ManifestRow], through: str, granule: int, batch_size: int) -> Iterator[list[Pair]]:
     batch: list[Pair] = []
     for row in rows:
         ref = reference_wave(row, pipe.config.max_duration)
@@ -163,7 +174,7 @@ def resynthesized_pairs(pipe, rows: Sequence[ManifestRow], through: str, *,
             raise InputError(f"The reference clip of row '{row.name}' is shorter than the model's "
                              f"{granule} mel frames per latent column.")
         mel = mel[..., :frames]
-        if through == "vae":
+        if through in ("vae", "light"):
             mel = pipe.decode_latents(pipe.encode_mel(mel))
         batch.append(Pair(row, ref, pipe.vocode(mel)[0].float().cpu()))
         if len(batch) >= max(1, batch_size):
