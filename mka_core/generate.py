@@ -180,7 +180,6 @@ def _run(pipe: Pipeline, request: GenerationRequest, init_data: Any, mask_data: 
          start_latents: torch.Tensor | None, progress: Callable[[int, int], None] | None,
          only: range | None) -> GenerationResult:
     warn_precision(pipe)
-    warn_if_untrained(pipe)  # a `mka new-model` folder: random weights, said once per pipeline
     defaults = pipe.config.defaults
     init_audio = init_data if init_data is not None else request.init_audio
     mask = mask_data if mask_data is not None else request.mask
@@ -313,6 +312,9 @@ def _run(pipe: Pipeline, request: GenerationRequest, init_data: Any, mask_data: 
                               None if output.latents is None else output.latents.float().cpu(), metadata)
     result.request = ran
     result.indices = list(rows)
+    # A `mka new-model` folder: its outputs come from random weights; said once per pipeline,
+    # after they exist (a failed request shows its error alone).
+    warn_if_untrained(pipe)
     return result
 
 

@@ -24,6 +24,10 @@ def test_new_model_records_untrained_and_generate_warns_once(tmp_path):
     assert len(notes) == 1, done.stderr
     assert notes[0].startswith("mka: warning:") and "mka train" in notes[0] and str(model) in notes[0]
 
+    # A request that fails shows its error alone: the note comes with outputs.
+    failed = run_cli("generate", "--model", model, "a dog", "--sampler", "nope", "--steps", "1", "-o", tmp_path / "f.wav")
+    assert failed.returncode == 2 and "random weights" not in failed.stderr, failed.stderr
+
     pipe = Pipeline.from_pretrained(model, device="cpu")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
