@@ -248,12 +248,13 @@ def test_same_settings_same_corpus(recordings, corpus, tmp_path):
 
 def test_folder_mode_and_bad_input(recordings, tmp_path):
     out = tmp_path / "folder"
-    result = run_cli("data", "real", "--folder", recordings / "farm", "--licence", "CC-BY-4.0", "--author", "Me",
+    result = run_cli("data", "real", "--folder", recordings / "farm", "--licence", "Expat", "--author", "Me",
                      "--labels", recordings / "labels.toml", "--out", out, "--synthetic-clips", "0", "--min-clips", "0",
                      "--no-mels", "--quiet")
     assert result.returncode == 0, result.stderr
     rows = read_manifest(out / "train.tsv")
-    assert rows and all(row.extra["licence"] == "CC-BY-4.0" and not row.mel_path for row in rows)
+    assert rows and all(row.extra["licence"] == "MIT" and not row.mel_path for row in rows)
+    assert "Permission is hereby granted" in (out / "ATTRIBUTION.md").read_text()  # MIT's notice travels along
     assert all(row.extra["source"].startswith("farm/") for row in rows)
 
     assert_clean_error(run_cli("data", "real", "--folder", recordings / "farm", "--out", tmp_path / "x"), "--licence")

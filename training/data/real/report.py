@@ -25,6 +25,23 @@ LICENCE_URLS = {
 }
 
 
+#: The MIT licence's notice, which must accompany copies of MIT-licensed material.
+MIT_NOTICE = """Permission is hereby granted, free of charge, to any person obtaining a copy of this software and
+associated documentation files (the "Software"), to deal in the Software without restriction, including
+without limitation the rights to use, copy, modify, merge, publish, distribute, sublicense, and/or sell
+copies of the Software, and to permit persons to whom the Software is furnished to do so, subject to the
+following conditions:
+
+The above copyright notice and this permission notice shall be included in all copies or substantial
+portions of the Software.
+
+THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR IMPLIED, INCLUDING BUT NOT
+LIMITED TO THE WARRANTIES OF MERCHANTABILITY, FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO
+EVENT SHALL THE AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER LIABILITY, WHETHER
+IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM, OUT OF OR IN CONNECTION WITH THE SOFTWARE OR
+THE USE OR OTHER DEALINGS IN THE SOFTWARE."""
+
+
 def _cell(text: str) -> str:
     return " ".join(str(text).split())
 
@@ -50,6 +67,8 @@ def write_attribution(folder, recordings, uses) -> None:
         lines.append(f"{len(members)} recordings. Copyright holders:")
         lines.extend(f"- {author} ({count} files)" for author, count in sorted(authors.items()))
         lines.append("")
+    if any(licence == "MIT" for _, licence in groups):
+        lines += ["## The MIT licence notice", "", "For the MIT-licensed recordings above:", "", MIT_NOTICE, ""]
     with atomic_write(folder / "ATTRIBUTION.md", "w") as handle:
         handle.write("\n".join(lines) + "\n")
 
