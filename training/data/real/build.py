@@ -15,7 +15,6 @@ end, so an interrupted build leaves nothing half-written.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import time
