@@ -11,7 +11,6 @@ writer ``mka generate`` uses, so a file downloaded from the page replays with
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path

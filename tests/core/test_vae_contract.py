@@ -75,7 +75,7 @@ def pool_vae():
 
 def pool_pipeline(vae):
     from mka_core.models.unet import UNet, UNetConfig
-    from mka_core.pipeline import Pipeline, PipelineConfig
+    from mka_core.pipeline import Pipeline
     from mka_core.presets import build_pipeline
 
     base = build_pipeline("tiny", cond="bert", seed=0)

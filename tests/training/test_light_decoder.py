@@ -44,7 +44,6 @@ def test_export_is_the_teacher_folder_plus_a_light_decoder(light_run, tiny_model
 def test_the_loss_pulls_the_light_decoder_onto_the_vae_decoder(tiny_model_dir, sound_manifest, tmp_path):
     """The target's own teacher pairs and loss, a few dozen Adam steps on one batch: the light
     decoder's mel L1 to the VAE decoder's mel on the same latents falls well below where it started."""
-    from training.recipe import Recipe
     from training.targets.base import TrainContext
     from training.targets.light_decoder import LightDecoderRecipe, LightDecoderTarget, mel_distances
 

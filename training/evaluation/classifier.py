@@ -238,7 +238,6 @@ def registered_classifiers() -> list[str]:
 
 def load_classifier(spec: str | Path, device: str | torch.device = "cpu") -> AudioClassifier:
     """A classifier from a folder (``classifier.json``) or the name of a registered one."""
-    from mka_core.plugins import manager
 
     text = str(spec)
     path = Path(text).expanduser()
