@@ -97,6 +97,12 @@ class DiffusionTarget(TrainTarget):
         self.schedule = NoiseSchedule(self.pipeline_config.schedule if self.pipeline_config else None)
         self.mel_config = self.pipeline_config.mel if self.pipeline_config else None
         self._null = None
+        self.setup_caches()
+        self.build_data()
+
+    def setup_caches(self) -> None:
+        """The on-disk caches of caption embeddings and VAE latents the recipe asks for."""
+        recipe, model = self.recipe, self.recipe.model
         cache_root = Path(recipe.data.cache_dir) if recipe.data.cache_dir else self.context.run_dir / "cache"
         self.embedding_cache = None
         if model.cache_embeddings:
@@ -104,7 +110,6 @@ class DiffusionTarget(TrainTarget):
 
             self.embedding_cache = EmbeddingCache(cache_root / "embeddings")
         self.latent_cache_dir = cache_root / "latents" if model.cache_latents else None
-        self.build_data()
 
     def build_unet(self, context_dim: int, latent_channels: int):
         from mka_core.models.unet import UNet, UNetConfig

@@ -114,7 +114,7 @@ class DistillTarget(DiffusionTarget):
 
     # -- building ------------------------------------------------------------------------------
     def setup(self) -> None:
-        recipe, model = self.recipe, self.recipe.model
+        model = self.recipe.model
         folder = resolve_teacher(model.teacher)
         teacher = load_pipeline_cpu(str(folder))
         teacher_unet = teacher.unet
@@ -144,13 +144,7 @@ class DistillTarget(DiffusionTarget):
         self.inpainting = teacher_unet.config.in_channels != teacher_unet.config.out_channels
         self.takes_context = teacher_unet.config.context_dim is not None
         self._null = None
-        cache_root = Path(recipe.data.cache_dir) if recipe.data.cache_dir else self.context.run_dir / "cache"
-        self.embedding_cache = None
-        if model.cache_embeddings:
-            from mka_core.embedding_cache import EmbeddingCache
-
-            self.embedding_cache = EmbeddingCache(cache_root / "embeddings")
-        self.latent_cache_dir = cache_root / "latents" if model.cache_latents else None
+        self.setup_caches()
         self.build_data()
 
     def build_data(self) -> None:
