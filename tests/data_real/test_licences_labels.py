@@ -55,7 +55,7 @@ def test_dep5_last_matching_paragraph_decides():
 
 
 @pytest.mark.parametrize("name, canonical", [
-    ("CC0", "CC0-1.0"), ("CC-BY-SA-3.0-us", "CC-BY-SA-3.0"), ("cc-by-sa-3.0+", "CC-BY-SA-3.0"),
+    ("CC0", "CC0-1.0"), ("CC-BY-SA-3.0-us", "CC-BY-SA-3.0"), ("cc-by-sa-3.0+", "CC-BY-SA-3.0"), ("CC-BY-SA-3", "CC-BY-SA-3.0"),
     ("Expat", "MIT"), ("CC-BY-4.0", "CC-BY-4.0"), ("public-domain", "public-domain"), ("GPL-2+", "GPL-2+"),
 ])
 def test_canonical_licence_names(name, canonical):
@@ -155,6 +155,11 @@ def test_split_is_by_key_deterministic_and_covers_classes():
     for key in ("k0", "k1", "k2", "k3"):
         assert assign_splits([(key, "solo")], heldout=0.9, valid=0.05) == {key: "train"}
     assert "train" in assign_splits([("a", "pair"), ("b", "pair")], heldout=0.98, valid=0.01).values()
+    # A thin class trains on two takes and holds one out, wherever the hash sent them.
+    thin = assign_splits([("p", "z"), ("q", "z"), ("r", "z")], heldout=0.9, valid=0.05)
+    assert sorted(thin.values()) == ["heldout", "train", "train"]
+    assert sorted(assign_splits([("p", "z"), ("q", "z"), ("r", "z")], heldout=0.9, valid=0.05,
+                                min_train=1).values()).count("train") == 1
 
 
 def test_debian_sources_name_their_packages_and_missing_ones_are_an_error(monkeypatch):

@@ -30,9 +30,10 @@ _CANONICAL = [
     (re.compile(r"^(cc0|cc-?zero)(-1\.0)?$", re.I), "CC0-1.0"),
     (re.compile(r"^(public[- ]?domain|pd)$", re.I), "public-domain"),
     (re.compile(r"^(mit|expat)$", re.I), "MIT"),
-    # Ported versions (-us) and "or later" (+) count as the unported version they name.
-    (re.compile(r"^cc-by-(\d\.\d)(-[a-z]{2})?\+?$", re.I), "CC-BY-{0}"),
-    (re.compile(r"^cc-by-sa-(\d\.\d)(-[a-z]{2})?\+?$", re.I), "CC-BY-SA-{0}"),
+    # Ported versions (-us) and "or later" (+) count as the unported version they name; a bare major
+    # version (Scorched3D's "CC-BY-SA-3") is that version's .0.
+    (re.compile(r"^cc-by-(\d(?:\.\d)?)(-[a-z]{2})?\+?$", re.I), "CC-BY-{0}"),
+    (re.compile(r"^cc-by-sa-(\d(?:\.\d)?)(-[a-z]{2})?\+?$", re.I), "CC-BY-SA-{0}"),
 ]
 
 
@@ -44,7 +45,8 @@ def canonical_licence(name: str) -> str:
     for pattern, canonical in _CANONICAL:
         match = pattern.match(text)
         if match:
-            return canonical.format(*match.groups())
+            version, *rest = match.groups()
+            return canonical.format(version if "." in version else f"{version}.0", *rest)
     return text
 
 

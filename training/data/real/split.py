@@ -8,9 +8,11 @@ and clips only combine recordings of the same split, so no recording is heard in
 
 A class with at least ``min_for_heldout`` recordings but none drawn for held-out gets its
 recording with the lowest hash value moved there (likewise for valid with twice as many), so
-every well-populated class can be evaluated; a class whose recordings all fell outside train
-gets its highest-valued one back in train, so every class can be learnt. This too depends
-only on the recordings.
+every well-populated class can be evaluated; a class with fewer than ``min_train`` recordings in
+train gets its highest-valued others moved back to train (all of them if it has no more), so
+every class can be learnt from more than one take where it has them: a thin class such as the
+three real dog-bark recordings keeps two for training and holds one out. This too depends only
+on the recordings.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def hash_fraction(key: str, salt: str = "mka-real-split") -> float:
 
 
 def assign_splits(items: Iterable[tuple[str, str]], heldout: float = 0.15, valid: float = 0.05,
-                  min_for_heldout: int = 3) -> dict[str, str]:
+                  min_for_heldout: int = 3, min_train: int = 2) -> dict[str, str]:
     """``items``: (recording key, class). Returns key -> split name."""
     if not (0 <= heldout < 1 and 0 <= valid < 1 and heldout + valid < 1):
         raise ValueError("split fractions must be in [0, 1) and sum to less than 1")
@@ -46,7 +48,9 @@ def assign_splits(items: Iterable[tuple[str, str]], heldout: float = 0.15, valid
                 candidates = [key for _, key in members if splits[key] == "train"]
                 if candidates:
                     splits[candidates[0]] = split
-        if not any(splits[key] == "train" for _, key in members):
-            # A class nobody can learn is no use to evaluate: its last recording trains.
-            splits[members[-1][1]] = "train"
+        # A class nobody can learn is no use to evaluate, and one take of a sound is a poor teacher:
+        # the highest-valued recordings outside train go back until min_train of them train.
+        outside = [key for _, key in members if splits[key] != "train"]
+        while outside and sum(splits[key] == "train" for _, key in members) < max(1, min_train):
+            splits[outside.pop()] = "train"
     return splits
