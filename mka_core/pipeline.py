@@ -61,6 +61,9 @@ class PipelineConfig(StrictModel):
     max_duration: float = MAX_DURATION
     #: Where the model came from (preset name, converted checkpoint, training run).
     origin: str = "mka"
+    #: The weights' licence (an SPDX-style name such as "CC-BY-SA-4.0"), when the folder states one;
+    #: its LICENSE.txt and ATTRIBUTION files sit beside model_index.json.
+    licence: str | None = None
     #: The decoder that turns latents into mels by default: the VAE's, or the folder's optional
     #: light decoder (``light_decoder/``, see mka_core.models.light_decoder); folders without it say "vae".
     decoder: Literal["vae", "light"] = "vae"
@@ -515,6 +518,7 @@ class Pipeline:
             "device": str(self.device),
             "dtype": dtype_name(self.dtype),
             "origin": self.config.origin,
+            "licence": self.config.licence,
             **({"requested_dtype": dtype_name(self.requested_dtype)} if self.requested_dtype != self.dtype else {}),
         }
 

@@ -58,13 +58,13 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(title=f"Public weight sets (MKA_HOME {mka_home()}; {cache_note()})")
-    for column in ("name", "family", "state", "disk", "download", "get it with"):
+    for column in ("name", "family", "state", "disk", "download", "licence", "get it with"):
         table.add_column(column, overflow="fold", no_wrap=column in ("name", "state"))
     for row in rows:
         table.add_row(row["name"], row["family"], row["state"], human(row["disk_bytes"]) if row["disk_bytes"] else "-",
-                      row["size"], row["pull"])
+                      row["size"], row["licence"] or "-", row["pull"])
     Console().print(table)
-    print("Licences, sources and files: mka weights --json; details: docs/weights.md.")
+    print("Sources and files: mka weights --json; details: docs/weights.md.")
     return 0
 
 

@@ -88,8 +88,27 @@ def entry_status(entry: WeightEntry, extra_dirs: list[Path]) -> dict[str, Any]:
     }
 
 
+def embedded_row() -> dict[str, Any]:
+    """The model that ships inside the package (``"default"``): always present, never pulled."""
+    import json
+
+    from mka_core.model_lookup import DEFAULT_MODEL_DIR
+
+    folder = Path(DEFAULT_MODEL_DIR)
+    pipeline = json.loads((folder / "model_index.json").read_text()).get("pipeline", {})
+    size = folder_bytes(folder)
+    return {
+        "name": "default", "family": "embedded",
+        "description": "mka's embedded default text-to-audio model, trained on real recordings (docs/default-model.md)",
+        "files": sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()),
+        "source": "mka package", "licence": pipeline.get("licence") or "not stated",
+        "size": human(size), "state": "present", "present": True, "location": str(folder),
+        "disk_bytes": size, "cache_bytes": 0, "pull": "ships with mka",
+    }
+
+
 def weight_rows(extra_dirs: list[Path] | None = None) -> list[dict[str, Any]]:
-    return [entry_status(entry, list(extra_dirs or [])) for entry in entries()]
+    return [embedded_row()] + [entry_status(entry, list(extra_dirs or [])) for entry in entries()]
 
 
 def cache_note() -> str:

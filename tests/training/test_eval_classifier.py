@@ -138,3 +138,20 @@ def test_a_plugin_classifier_is_found_by_name_and_by_folder(tmp_path):
     with pytest.raises(InputError, match="not-installed-classifier"):
         load_classifier(tmp_path, device="cpu")
     assert np.isfinite(out.embeddings.numpy()).all()
+
+
+def test_the_shipped_real_classifier_loads_by_name_and_knows_the_real_corpus_classes():
+    from training.evaluation.classifier import DEFAULT_CLASSIFIER, SHIPPED_CLASSIFIERS, load_classifier
+
+    assert DEFAULT_CLASSIFIER == "real"
+    classifier = load_classifier("real")
+    assert {"dog_bark", "siren", "engine", "birds", "piano"} <= set(classifier.classes)
+    assert len(classifier.classes) >= 30
+    # Trained on real rows only: the classes with no real recording in the corpus are not among them.
+    assert "whistle" not in classifier.classes and "knocking" not in classifier.classes
+    licence = (SHIPPED_CLASSIFIERS["real"] / "LICENSE.txt").read_text()
+    assert "CC-BY-SA-4.0" in licence
+    # A second of a 440 Hz tone goes through it: one finite distribution over its classes.
+    tone = 0.3 * torch.sin(2 * torch.pi * 440 * torch.arange(16000) / 16000)
+    out = classifier.embed([tone])
+    assert out.probabilities.shape == (1, len(classifier.classes)) and torch.isfinite(out.probabilities).all()

@@ -28,8 +28,10 @@ SAMPLING_FLAGS = ("steps", "sampler", "guidance", "duration", "save_audio")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--manifest", metavar="TSV", help="reference manifest: name, caption, audio_path (+ labels)")
-    parser.add_argument("--classifier", metavar="DIR|NAME",
-                        help="a folder made by `mka eval train-classifier`, or a registered audio classifier")
+    parser.add_argument("--classifier", metavar="DIR|NAME", default=None,
+                        help="a folder made by `mka eval train-classifier`, 'real' (the shipped classifier trained on "
+                             "real recordings only, which scores the default model), or a registered audio classifier "
+                             "(default: real)")
     parser.add_argument("--model", "-m", default=None,
                         help="the pipeline to evaluate: a folder or a name in $MKA_HOME/models (default: the embedded model)")
     parser.add_argument("--generated", metavar="TSV|DIR", default=None,
@@ -109,7 +111,9 @@ def _check_eval_args(args: argparse.Namespace) -> None:
     if not args.manifest:
         raise InputError("Give the reference manifest with --manifest (or run `mka eval train-classifier`).")
     if not args.classifier:
-        raise InputError("Give an audio classifier with --classifier (a folder made by `mka eval train-classifier`).")
+        from training.evaluation.classifier import DEFAULT_CLASSIFIER
+
+        args.classifier = DEFAULT_CLASSIFIER
     if args.generated is not None:
         given = _given_flags(args, GENERATION_FLAGS)
         if given:

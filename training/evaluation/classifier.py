@@ -236,10 +236,19 @@ def registered_classifiers() -> list[str]:
     return manager.names("audio-classifier")
 
 
+#: Classifiers that ship with mka, by name. ``real``: the mel-CNN trained on the real-recording
+#: corpus's real rows only (never generated or synthetic audio), which scores the default model
+#: (docs/default-model.md); it is what `mka eval` uses when no --classifier is given.
+SHIPPED_CLASSIFIERS = {"real": Path(__file__).with_name("real_classifier")}
+DEFAULT_CLASSIFIER = "real"
+
+
 def load_classifier(spec: str | Path, device: str | torch.device = "cpu") -> AudioClassifier:
-    """A classifier from a folder (``classifier.json``) or the name of a registered one."""
+    """A classifier from a folder (``classifier.json``), a shipped name (``real``) or a registered one."""
 
     text = str(spec)
+    if text in SHIPPED_CLASSIFIERS:
+        return MelCnnClassifier.load(SHIPPED_CLASSIFIERS[text], device=device)
     path = Path(text).expanduser()
     if path.is_dir():
         record = read_classifier_json(path)
