@@ -131,14 +131,19 @@ def end_to_end(ctx: Context) -> list[Row]:
 
 
 # -- section 2: the default model's 5 s clip, start-up included --------------------------------------
-def startup(ctx: Context) -> list[Row]:
+def startup(ctx: Context, student: Path | None = None) -> list[Row]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        generate = [sys.executable, "-m", "mka_core.cli.main", "generate", PROMPT, "--duration", "5", "--seed", "0",
+                    "--device", str(ctx.device), "-o", str(Path(tmp) / "clip.wav")]
         runs = [("python -c 'import torch' (start-up floor)", [sys.executable, "-c", "import torch"]),
-                ("mka generate, default model, 5 s clip, start-up included",
-                 [sys.executable, "-m", "mka_core.cli.main", "generate", PROMPT, "--duration", "5", "--seed", "0",
-                  "--device", str(ctx.device), "-o", str(Path(tmp) / "clip.wav")])]
+                ("mka generate, default model, 5 s clip, start-up included", generate)]
+        if student is not None:
+            # A student of the default model (mka train distill --teacher default): its recorded
+            # sampler and step count, the same prompt and length.
+            runs.append((f"mka generate --model {student.name} (distilled default model), 5 s clip, start-up included",
+                         [*generate, "--model", str(student)]))
         for label, command in runs:
             best = None
             for _ in range(1 if ctx.quick else 3):
@@ -215,6 +220,8 @@ def main() -> None:
     p.add_argument("--only", nargs="+", choices=("e2e", "startup", "gpu"), help="run only these sections")
     p.add_argument("--gpu-dry-run", action="store_true", help="run the GPU section on a non-CUDA device (tiny sizes)")
     p.add_argument("--no-compile", action="store_true", help="leave out the torch.compile / CUDA-graph rows")
+    p.add_argument("--student", type=Path, default=None,
+                   help="a distilled default model (mka train distill --teacher default) to time in the start-up section")
     args = p.parse_args()
     ctx = context_from_args(args)
     chosen = args.only or ["e2e", "startup", "gpu"]
@@ -227,7 +234,7 @@ def main() -> None:
         print_table(f"End to end — {ctx.device_name}", section)
         rows += section
     if "startup" in chosen:
-        section = startup(ctx)
+        section = startup(ctx, args.student)
         print_table(f"Default model, start-up included — {ctx.device_name}", section)
         rows += section
     if "gpu" in chosen and run_gpu:

@@ -85,7 +85,8 @@ def check_labels(rows: Sequence[ManifestRow], where: str, known: Sequence[str] |
             if unknown:
                 shown = ", ".join(list(known)[:20]) + (" ..." if len(known) > 20 else "")
                 raise InputError(f"Row '{row.name}' of {where} has the label '{unknown[0]}', which the classifier does "
-                                 f"not know (its classes: {shown}).")
+                                 f"not know (its classes: {shown}); give a --classifier trained on these labels "
+                                 "(mka eval train-classifier), or --no-accuracy.")
 
 
 def real_rows_only(rows: Sequence[ManifestRow], where: str) -> list[ManifestRow]:
