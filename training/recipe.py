@@ -132,7 +132,9 @@ def recipe_to_toml(recipe: Recipe) -> str:
     It reads back as the same recipe: strings and keys are written so that TOML gives back
     exactly the characters the recipe holds. TOML has no null, so ``None`` values are left out.
     """
-    data = recipe.model_dump(mode="json")
+    # JSON mode turns paths and tuples into TOML-writable values, but also infinities and NaN into
+    # None (JSON has neither); take those back from the Python dump, since TOML can write them.
+    data = _keep_non_finite(recipe.model_dump(mode="json"), recipe.model_dump())
     lines: list[str] = []
     for key, value in data.items():
         if value is not None and not isinstance(value, dict):
@@ -144,6 +146,16 @@ def recipe_to_toml(recipe: Recipe) -> str:
                 if sub_value is not None:
                     lines.append(f"{_toml_key(sub)} = {_toml_value(sub_value)}")
     return "\n".join(lines) + "\n"
+
+
+def _keep_non_finite(as_json: Any, as_python: Any) -> Any:
+    if as_json is None and isinstance(as_python, float) and not math.isfinite(as_python):
+        return as_python
+    if isinstance(as_json, dict) and isinstance(as_python, dict):
+        return {k: _keep_non_finite(v, as_python.get(k)) for k, v in as_json.items()}
+    if isinstance(as_json, list) and isinstance(as_python, (list, tuple)) and len(as_json) == len(as_python):
+        return [_keep_non_finite(a, b) for a, b in zip(as_json, as_python)]
+    return as_json
 
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")

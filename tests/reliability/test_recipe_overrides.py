@@ -170,6 +170,7 @@ def test_an_override_lands_in_the_recipe_unchanged(chosen):
 @example(chosen={"data.train": "sons/\U0001f50a \x7f\u2028.tsv"})
 @example(chosen={"model.unet_overrides": {"model channels": 8, "a.b": 1, "": 2, "x\ny": True}})
 @example(chosen={"model.defaults": {"steps": [], "extra": {"a b": 1}}})
+@example(chosen={"model.defaults": {"0": float("inf"), "1": float("-inf")}})  # JSON drops them; TOML keeps them
 def test_the_recipe_written_to_a_run_folder_reads_back_the_same(chosen):
     recipe = resolved(chosen)
     text = recipe_to_toml(recipe)
