@@ -46,23 +46,21 @@ def main() -> None:
 
     from mka_core.pipeline import Pipeline
     from training.data.manifest import read_manifest
-    from training.evaluation.evaluate import reference_wave
+    from training.evaluation.evaluate import reference_mel
 
     torch.set_grad_enabled(False)
     wanted = args.classes.split(",")
     rows = [r for r in read_manifest(args.manifest) if r.labels and r.labels[0] in wanted]
     models = dict(item.split("=", 1) for item in args.model)
     stats: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    first = next(iter(models), None)
     for name, folder in models.items():
         pipe = Pipeline.from_pretrained(folder, device="cpu")
         for row in rows:
-            ref = reference_wave(row, pipe.config.max_duration)
-            mel = pipe.mel(ref[None])
-            frames = mel.shape[-1] // pipe.vae_factor * pipe.vae_factor
-            mel = mel[..., :frames]
+            _, mel = reference_mel(pipe, row)
             recon = pipe.decode_latents(pipe.encode_mel(mel))
             label = row.labels[0]
-            if name == next(iter(models)):
+            if name == first:
                 stats["input"][label].append(flatness(mel, pipe))
             stats[name][label].append(flatness(recon, pipe))
             stats[f"{name} L1"][label].append(float((recon - mel).abs().mean()))

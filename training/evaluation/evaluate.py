@@ -154,26 +154,31 @@ def resynthesized_pairs(pipe, rows: Sequence[ManifestRow], through: str, *,
     """
     if through not in RESYNTHESIS_PATHS:
         raise InputError(f"--resynthesize takes {' or '.join(RESYNTHESIS_PATHS)}, got '{through}'.")
-    granule = pipe.vae_factor
     decoder = getattr(pipe, "decoder", "vae")
     if through in ("vae", "light"):
         pipe.use_decoder(through)  # 'light' on a model without one: one sentence naming mka train light-decoder
     try:
-        yield from _resynthesized(pipe, rows, through, granule, batch_size)
+        yield from _resynthesized(pipe, rows, through, batch_size)
     finally:
         pipe.decoder = decoder
 
 
-def _resynthesized(pipe, rows: Sequence[ManifestRow], through: str, granule: int, batch_size: int) -> Iterator[list[Pair]]:
+def reference_mel(pipe, row: ManifestRow) -> tuple[torch.Tensor, torch.Tensor]:
+    """A reference clip and its mel in ``pipe``'s front end, cut to whole latent columns of its VAE."""
+    granule = pipe.vae_factor
+    ref = reference_wave(row, pipe.config.max_duration)
+    mel = pipe.mel(ref[None])
+    frames = mel.shape[-1] // granule * granule
+    if frames < granule:
+        raise InputError(f"The reference clip of row '{row.name}' is shorter than the model's "
+                         f"{granule} mel frames per latent column.")
+    return ref, mel[..., :frames]
+
+
+def _resynthesized(pipe, rows: Sequence[ManifestRow], through: str, batch_size: int) -> Iterator[list[Pair]]:
     batch: list[Pair] = []
     for row in rows:
-        ref = reference_wave(row, pipe.config.max_duration)
-        mel = pipe.mel(ref[None])
-        frames = mel.shape[-1] // granule * granule
-        if frames < granule:
-            raise InputError(f"The reference clip of row '{row.name}' is shorter than the model's "
-                             f"{granule} mel frames per latent column.")
-        mel = mel[..., :frames]
+        ref, mel = reference_mel(pipe, row)
         if through in ("vae", "light"):
             mel = pipe.decode_latents(pipe.encode_mel(mel))
         batch.append(Pair(row, ref, pipe.vocode(mel)[0].float().cpu()))
