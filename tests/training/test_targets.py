@@ -181,3 +181,39 @@ def test_diffusion_trains_with_dynamic_reprogramming(tmp_path, sound_manifest, t
           "--set", "model.reprogram.enabled=true", "--set", "model.reprogram.probabilities=[0.0, 0.0, 1.0]",
           "--set", "data.crop_frames=32", "--set", "run.batch_size=2", "--set", "model.cache_embeddings=false")
     assert [m["step"] for m in metrics(run)] == [1, 2]
+
+
+def test_latent_cache_is_keyed_by_the_vae_and_the_clip(tmp_path, sound_manifest, tiny_model_dir):
+    """One cache folder shared by runs with two different VAEs holds a posterior per VAE and clip,
+    each equal to what that VAE computes (a cache keyed by clip name alone fed the second run the
+    first VAE's latents)."""
+    import torch
+
+    from mka_core.presets import build_pipeline
+    from mka_core.weights import load_safetensors
+    from training.targets.common import load_vae
+    from training.targets.diffusion import latent_cache_key, tensors_fingerprint
+
+    other = tmp_path / "other-vae"
+    build_pipeline("tiny", cond="bert", seed=1).save_pretrained(other)
+    cache = tmp_path / "cache"
+    common = ("--data", sound_manifest, "--steps", "1", "--set", "data.crop_frames=32", "--set", "run.batch_size=2",
+              "--set", "model.cache_latents=true", "--set", f"data.cache_dir={cache}")
+    train("diffusion", tmp_path / "a", *common, "--set", f"model.vae={tiny_model_dir}")
+    first = set((cache / "latents").glob("*.safetensors"))
+    assert first
+    train("diffusion", tmp_path / "b", *common, "--set", f"model.vae={other}")
+    second = set((cache / "latents").glob("*.safetensors")) - first
+    assert len(second) == len(first)  # nothing reused across VAEs
+
+    vae_a, vae_b = load_vae(str(tiny_model_dir)), load_vae(str(other))
+    assert tensors_fingerprint(vae_a.state_dict()) != tensors_fingerprint(vae_b.state_dict())
+    assert tensors_fingerprint(vae_a.state_dict()) == tensors_fingerprint(load_vae(str(tiny_model_dir)).state_dict())
+    mel = torch.randn(80, 32)
+    key = latent_cache_key("vae", "clip", mel)
+    assert key == latent_cache_key("vae", "clip", mel.clone())
+    assert len({key, latent_cache_key("vae2", "clip", mel), latent_cache_key("vae", "clip2", mel),
+                latent_cache_key("vae", "clip", mel + 1e-3)}) == 4
+    for path in second:
+        moments = load_safetensors(path)["moments"]
+        assert moments.shape[0] == 2 * vae_b.latent_channels

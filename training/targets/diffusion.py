@@ -63,6 +63,24 @@ class DiffusionRecipe(Recipe):
     model: DiffusionModelSection = DiffusionModelSection()
 
 
+def tensors_fingerprint(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over names, dtypes, shapes and bytes of a state dict: the identity of a set of weights."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensors[name].shape)}\0".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def latent_cache_key(vae_fingerprint: str, name: str, mel: torch.Tensor) -> str:
+    """The cached posterior's file name: the VAE's weights, the clip's name and the mel's exact
+    content, so that a cache folder reused after retraining the VAE, or after rebuilding a corpus
+    whose clips keep their names, recomputes instead of feeding stale latents."""
+    content = hashlib.sha256(mel.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()
+    return hashlib.sha256(f"{vae_fingerprint}\0{name}\0{tuple(mel.shape)}\0{content}".encode()).hexdigest()[:32]
+
+
 class DiffusionTarget(TrainTarget):
     name = "diffusion"
     summary = "the latent diffusion U-Net (epsilon-MSE, guidance dropout, EMA) under a frozen conditioner"
@@ -174,7 +192,7 @@ class DiffusionTarget(TrainTarget):
 
         out = []
         for i, name in enumerate(batch["name"]):
-            key = hashlib.sha256(f"{name}\0{mel.shape[-1]}".encode()).hexdigest()[:24]
+            key = latent_cache_key(self._vae_fingerprint(), name, mel[i])
             path = self.latent_cache_dir / f"{key}.safetensors"
             cached = None
             if path.is_file():
@@ -187,6 +205,12 @@ class DiffusionTarget(TrainTarget):
                 save_safetensors({"moments": cached.cpu()}, path)
             out.append(cached)
         return torch.stack(out)
+
+    def _vae_fingerprint(self) -> str:
+        # Computed once per run: the cache folder may be shared by runs with different VAEs.
+        if getattr(self, "_vae_hash", None) is None:
+            self._vae_hash = tensors_fingerprint(self.vae.state_dict())
+        return self._vae_hash
 
     def condition(self, captions: list[str], generator: torch.Generator):
         from mka_core.diffusion.guidance import guidance_dropout
