@@ -28,11 +28,12 @@ def test_pack_records_licence_attribution_guidance_and_halves_weights(tmp_path, 
     licence.write_text("CC-BY-SA-4.0 text\n")
     dest = tmp_path / "packed"
     result = pack(tiny_model_dir, dest, "--licence", "CC-BY-SA-4.0", "--licence-text", licence,
-                  "--attribution", corpus, "--guidance", "7")
+                  "--attribution", corpus, "--guidance", "7", "--origin", "trained:default-model:real-corpus")
     assert result.returncode == 0, result.stderr
     index = json.loads((dest / "model_index.json").read_text())
     assert index["pipeline"]["licence"] == "CC-BY-SA-4.0"
     assert index["pipeline"]["defaults"]["guidance"] == 7.0
+    assert index["pipeline"]["origin"] == "trained:default-model:real-corpus"
     assert (dest / "LICENSE.txt").read_text() == "CC-BY-SA-4.0 text\n"
     assert (dest / "ATTRIBUTION.tsv").is_file() and (dest / "ATTRIBUTION.md").is_file()
     dtypes = {t.dtype for path in dest.rglob("*.safetensors") for t in load_file(str(path)).values() if t.dim() > 0

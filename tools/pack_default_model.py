@@ -10,7 +10,8 @@ licence and ``--licence-text`` is copied in as ``LICENSE.txt``; ``--attribution`
 folder whose ``ATTRIBUTION.md`` and ``ATTRIBUTION.tsv`` (written by ``mka data real``) credit every
 recording the weights learnt from. ``--guidance`` records the guidance scale the default model
 generates with (chosen by measurement on the held-out set after training, docs/default-model.md)
-in place of the one the training recipe wrote. The destination is replaced atomically; its size is printed
+in place of the one the training recipe wrote, and ``--origin`` names where the weights come from
+(the run folder's name otherwise). The destination is replaced atomically; its size is printed
 and must stay within the repository budget (50 MB).
 """
 
@@ -28,7 +29,7 @@ BUDGET_BYTES = 50 * 1000 * 1000
 
 
 def pack(source: Path, dest: Path, licence: str | None = None, licence_text: Path | None = None,
-         attribution: Path | None = None, guidance: float | None = None) -> int:
+         attribution: Path | None = None, guidance: float | None = None, origin: str | None = None) -> int:
     tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
     shutil.copytree(source, tmp)
     try:
@@ -36,7 +37,7 @@ def pack(source: Path, dest: Path, licence: str | None = None, licence_text: Pat
             tensors = load_file(str(path))
             packed = {k: (v.half() if v.is_floating_point() and v.dim() > 0 else v).contiguous() for k, v in tensors.items()}
             save_file(packed, str(path), metadata={"format": "pt", "packed": "float16"})
-        if licence or guidance is not None:
+        if licence or guidance is not None or origin:
             index_path = tmp / "model_index.json"
             index = json.loads(index_path.read_text())
             if licence:
@@ -45,6 +46,8 @@ def pack(source: Path, dest: Path, licence: str | None = None, licence_text: Pat
                 if not guidance >= 1.0:
                     raise SystemExit(f"--guidance {guidance}: give a scale of at least 1 (1 is unguided).")
                 index["pipeline"]["defaults"]["guidance"] = float(guidance)
+            if origin:
+                index["pipeline"]["origin"] = origin
             index_path.write_text(json.dumps(index, indent=2) + "\n")
         if licence_text is not None:
             shutil.copyfile(licence_text, tmp / "LICENSE.txt")
@@ -74,8 +77,10 @@ def main() -> None:
     parser.add_argument("--attribution", type=Path, default=None, help="the corpus folder with ATTRIBUTION.md/.tsv")
     parser.add_argument("--guidance", type=float, default=None,
                         help="the guidance scale the packed model generates with (default: the recipe's)")
+    parser.add_argument("--origin", default=None,
+                        help="what the model index records as its origin (default: the run's, trained:<run folder>)")
     args = parser.parse_args()
-    total = pack(args.source, args.dest, args.licence, args.licence_text, args.attribution, args.guidance)
+    total = pack(args.source, args.dest, args.licence, args.licence_text, args.attribution, args.guidance, args.origin)
     print(f"packed {args.source} -> {args.dest} ({total / 1e6:.2f} MB)")
 
 
