@@ -128,6 +128,8 @@ class DiffusionTarget(TrainTarget):
 
             self.embedding_cache = EmbeddingCache(cache_root / "embeddings")
         self.latent_cache_dir = cache_root / "latents" if model.cache_latents else None
+        # The cache folder may be shared by runs with different VAEs: their weights are in the key.
+        self.vae_fingerprint = tensors_fingerprint(self.vae.state_dict()) if model.cache_latents else None
 
     def build_unet(self, context_dim: int, latent_channels: int):
         from mka_core.models.unet import UNet, UNetConfig
@@ -192,7 +194,7 @@ class DiffusionTarget(TrainTarget):
 
         out = []
         for i, name in enumerate(batch["name"]):
-            key = latent_cache_key(self._vae_fingerprint(), name, mel[i])
+            key = latent_cache_key(self.vae_fingerprint, name, mel[i])
             path = self.latent_cache_dir / f"{key}.safetensors"
             cached = None
             if path.is_file():
@@ -205,12 +207,6 @@ class DiffusionTarget(TrainTarget):
                 save_safetensors({"moments": cached.cpu()}, path)
             out.append(cached)
         return torch.stack(out)
-
-    def _vae_fingerprint(self) -> str:
-        # Computed once per run: the cache folder may be shared by runs with different VAEs.
-        if getattr(self, "_vae_hash", None) is None:
-            self._vae_hash = tensors_fingerprint(self.vae.state_dict())
-        return self._vae_hash
 
     def condition(self, captions: list[str], generator: torch.Generator):
         from mka_core.diffusion.guidance import guidance_dropout
