@@ -181,17 +181,23 @@ class BirdNetClassifier(AudioClassifier):
         probabilities = torch.zeros(len(waves), len(self.classes))
         for row, wave in enumerate(waves):
             pooled, scores = self.window_scores(wave)
-            grouped = np.stack([scores[:, idx].max(axis=1) for idx in self.groups], axis=1)  # [W, groups]
             embeddings[row] = torch.from_numpy(pooled.mean(axis=0))
-            probabilities[row] = torch.from_numpy(grouped.max(axis=0))
+            probabilities[row] = torch.from_numpy(self.group_scores(scores))
         return ClassifierOutput(embeddings, probabilities)
 
-    def top_labels(self, wave: torch.Tensor, k: int = 3) -> list[tuple[str, float]]:
-        """BirdNET's own ``k`` best labels for a clip (its highest window per label), for reading."""
-        _, scores = self.window_scores(wave)
+    def group_scores(self, scores: np.ndarray) -> np.ndarray:
+        """A clip's score per class (:data:`GROUPS`) from its window scores: best label, best window."""
+        return np.stack([scores[:, idx].max(axis=1) for idx in self.groups], axis=1).max(axis=0)
+
+    def best_labels(self, scores: np.ndarray, k: int = 3) -> list[tuple[str, float]]:
+        """BirdNET's own ``k`` best labels from a clip's window scores (each label's best window)."""
         best = scores.max(axis=0)
         order = np.argsort(-best)[:k]
         return [(self.labels[i], float(best[i])) for i in order]
+
+    def top_labels(self, wave: torch.Tensor, k: int = 3) -> list[tuple[str, float]]:
+        """BirdNET's own ``k`` best labels for a clip, for reading what a miss was heard as."""
+        return self.best_labels(self.window_scores(wave)[1], k)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "weights": str(self.folder / MODEL_FILE), "licence": "CC-BY-NC-SA-4.0"}
