@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mka_core.errors import WeightsError
+from mka_plugins.conditioners._hf_text import damaged_weights_error
 
 SPECIAL_TOKENS = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
                   "mask_token": "[MASK]"}
@@ -411,7 +411,7 @@ def _checkpoint_layout(path: Path, expected: dict[str, torch.Size]) -> str:
             slices = {key: handle.get_slice(key) for key in list(handle.keys())}
             layout = {key: (tuple(s.get_shape()), s.get_dtype()) for key, s in slices.items()}
     except (SafetensorError, OSError, ValueError) as exc:
-        raise _damaged(path.parent, exc) from exc
+        raise damaged_weights_error("BERT", path.parent, exc) from exc
     prefix = "bert." if any(k.startswith("bert.") for k in layout) else ""
     # Without the prefix: a checkpoint key that does not carry it (a task head) stays unexpected.
     names = {key.removeprefix(prefix): key for key in layout}
@@ -429,14 +429,6 @@ def _checkpoint_layout(path: Path, expected: dict[str, torch.Size]) -> str:
         if dtype != "F32":
             raise NativeBertUnsupported(f"{name} is stored as {dtype}, not float32")
     return prefix
-
-
-def _damaged(folder: Path, exc: BaseException) -> WeightsError:
-    detail = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:200]
-    return WeightsError(
-        f"Could not load the BERT weights from {folder} ({detail}); the files may be truncated or corrupt - "
-        "copy or download the model folder again."
-    )
 
 
 def load_native_bert(folder: str | Path) -> tuple[NativeBertModel, NativeBertTokenizer]:
@@ -467,7 +459,7 @@ def load_native_bert(folder: str | Path) -> tuple[NativeBertModel, NativeBertTok
     try:
         stored = load_file(str(folder / "model.safetensors"))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise _damaged(folder, exc) from exc
+        raise damaged_weights_error("BERT", folder, exc) from exc
     state = {k[len(prefix):]: v for k, v in stored.items()
              if k.startswith(prefix) and not k[len(prefix):].startswith(IGNORED_PREFIXES)}
     model.load_state_dict(state, strict=True, assign=True)

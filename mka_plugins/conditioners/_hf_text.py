@@ -88,11 +88,16 @@ def load_pretrained(loader: Any, source: str, what: str, **kwargs: Any) -> Any:
     try:
         return loader(source, **kwargs)
     except (SafetensorError, OSError, ValueError) as exc:
-        detail = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:200]
-        raise WeightsError(
-            f"Could not load the {what} weights from {source} ({detail}); the files may be truncated or corrupt - "
-            "copy or download the model folder again."
-        ) from exc
+        raise damaged_weights_error(what, source, exc) from exc
+
+
+def damaged_weights_error(what: str, source: str | Path, exc: BaseException) -> WeightsError:
+    """One sentence for weight or config files that exist but cannot be read (first line of the cause)."""
+    detail = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:200]
+    return WeightsError(
+        f"Could not load the {what} weights from {source} ({detail}); the files may be truncated or corrupt - "
+        "copy or download the model folder again."
+    )
 
 
 def check_tokenizer(tokenizer: Any, source: str) -> Any:
