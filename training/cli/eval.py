@@ -95,6 +95,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--real-only", action="store_true",
                         help="train and validate only on rows made of real recordings (origin 'recording' or "
                              "'composed', as `mka data real` writes), never on augmented or synthetic rows")
+    parser.add_argument("--features", default=None, metavar="NAME",
+                        help="train a linear probe on the embeddings of this registered audio classifier (e.g. birdnet) "
+                             "instead of the mel CNN; --epochs, --preset, --lr, --batch-size, --crop-seconds and "
+                             "--gain-db do not apply to it")
     parser.add_argument("--overwrite", action="store_true", help="replace a classifier already in --out")
     parser.add_argument("--quiet", dest="train_quiet", action="store_true", help="no progress output")
 
@@ -281,9 +285,11 @@ def run_train_classifier(args: argparse.Namespace) -> int:
     else:
         classes = class_names(rows, args.train_manifest)
         train_rows, valid_rows = split_for_validation(rows)
+    console = Console(stderr=True, quiet=args.train_quiet)
+    if args.features:
+        return train_probe(args, out, classes, train_rows, valid_rows, console)
     config = config.model_copy(update={"classes": classes})
 
-    console = Console(stderr=True, quiet=args.train_quiet)
     console.print(f"loading {len(train_rows)} training and {len(valid_rows)} held-out clips ({len(classes)} classes)")
     train = load_labelled_mels(train_rows, classes, config)
     valid = load_labelled_mels(valid_rows, classes, config)
@@ -299,6 +305,32 @@ def run_train_classifier(args: argparse.Namespace) -> int:
     save_mel_cnn(model, out, training=summary)
     print(f"held-out accuracy {100 * summary['valid_accuracy']:.1f} % (epoch {summary['best_epoch']} of "
           f"{summary['epochs']}, {summary['valid_clips']} clips, {len(classes)} classes); classifier: {out}")
+    return 0
+
+
+def train_probe(args: argparse.Namespace, out: Path, classes: list[str], train_rows, valid_rows, console) -> int:
+    from mka_core.audio.io import load_audio
+    from training.evaluation.classifier import load_classifier
+    from training.evaluation.probe_classifier import embed_clips, fit_probe, save_probe
+
+    features = load_classifier(args.features, device=args.train_device)
+    index = {name: i for i, name in enumerate(classes)}
+    embedded = []
+    for what, rows in (("training", train_rows), ("held-out", valid_rows)):
+        console.print(f"embedding {len(rows)} {what} clips with '{features.name}'")
+        embedded.append(embed_clips(features, [load_audio(row.audio_path, 16000) for row in rows]))
+
+    def on_fit(record: dict) -> None:
+        console.print(f"l2 {record['l2']:g}  train accuracy {100 * record['train_accuracy']:.1f} %  held-out accuracy "
+                      f"{100 * record['valid_accuracy']:.1f} %")
+
+    probe, summary = fit_probe(features.name, classes, embedded[0], [[index[c] for c in row.labels] for row in train_rows],
+                               embedded[1], [[index[c] for c in row.labels] for row in valid_rows], on_fit=on_fit)
+    summary.update(train_manifest=str(Path(args.train_manifest).resolve()), real_only=bool(args.real_only),
+                   valid_manifest=str(Path(args.train_valid).resolve()) if args.train_valid else "every 10th training row")
+    save_probe(probe, out, training=summary)
+    print(f"held-out accuracy {100 * summary['valid_accuracy']:.1f} % (l2 {summary['l2']:g}, {summary['valid_clips']} "
+          f"clips, {len(classes)} classes, features '{features.name}'); classifier: {out}")
     return 0
 
 

@@ -31,6 +31,8 @@ from mka_core.errors import InputError
 CLASSIFIER_JSON = "classifier.json"
 CLASSIFIER_WEIGHTS = "classifier.safetensors"
 BUILTIN_KIND = "mel-cnn"
+#: A linear head on a registered classifier's embeddings (:mod:`training.evaluation.probe_classifier`).
+PROBE_KIND = "probe"
 SAMPLE_RATE = 16000
 
 
@@ -165,36 +167,48 @@ class MelCnnClassifier(AudioClassifier):
         if source is None:
             raise InputError("The built-in classifier needs a folder made by `mka eval train-classifier`.")
         folder = Path(source)
-        record = read_classifier_json(folder)
-        try:
-            config = MelCnnConfig(**record.get("config", {}))
-        except Exception as exc:
-            raise InputError(f"{folder / CLASSIFIER_JSON} has an invalid config ({_first_line(exc)}).") from exc
-        from mka_core.weights import load_safetensors
-
-        model = MelCnn(config)
-        state = load_safetensors(folder / CLASSIFIER_WEIGHTS)
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as exc:
-            from mka_core.errors import WeightsError
-
-            raise WeightsError(f"{folder / CLASSIFIER_WEIGHTS} does not fit its classifier.json ({_first_line(exc)}); "
-                               "train the classifier again.") from exc
+        model, record = load_classifier_module(folder, MelCnnConfig, MelCnn)
         return cls(model, name=record.get("name") or folder.name, device=device)
+
+
+def load_classifier_module(folder: Path, config_class: type, module_class: type) -> tuple[nn.Module, dict[str, Any]]:
+    """A classifier folder's network: its ``classifier.json`` config checked, its weights loaded, one
+    sentence for each way the folder can be broken. Returns the module and the JSON record."""
+    from mka_core.errors import WeightsError
+    from mka_core.weights import load_safetensors
+
+    record = read_classifier_json(folder)
+    try:
+        config = config_class(**record.get("config", {}))
+    except Exception as exc:
+        raise InputError(f"{folder / CLASSIFIER_JSON} has an invalid config ({_first_line(exc)}).") from exc
+    module = module_class(config)
+    try:
+        module.load_state_dict(load_safetensors(folder / CLASSIFIER_WEIGHTS))
+    except RuntimeError as exc:
+        raise WeightsError(f"{folder / CLASSIFIER_WEIGHTS} does not fit its classifier.json ({_first_line(exc)}); "
+                           "train the classifier again.") from exc
+    return module, record
 
 
 def save_mel_cnn(model: MelCnn, folder: str | Path, *, training: dict[str, Any] | None = None) -> Path:
     """Write ``classifier.safetensors`` then ``classifier.json`` (each atomically) into ``folder``."""
+    return save_classifier_folder(folder, BUILTIN_KIND, model.state_dict(), model.config.model_dump(mode="json"),
+                                  training=training)
+
+
+def save_classifier_folder(folder: str | Path, kind: str, state: dict[str, torch.Tensor], config: dict[str, Any], *,
+                           name: str | None = None, training: dict[str, Any] | None = None) -> Path:
+    """A classifier folder of any kind: the weights, then ``classifier.json`` naming ``kind`` (each written atomically)."""
     from mka_core import __version__
     from mka_core.weights import save_safetensors, write_json
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    save_safetensors(model.state_dict(), folder / CLASSIFIER_WEIGHTS)
+    save_safetensors({k: v.detach().cpu().contiguous() for k, v in state.items()}, folder / CLASSIFIER_WEIGHTS)
     write_json(folder / CLASSIFIER_JSON, {
-        "classifier": BUILTIN_KIND, "name": folder.name, "mka_version": __version__,
-        "config": model.config.model_dump(mode="json"), "training": training or {},
+        "classifier": kind, "name": name or folder.name, "mka_version": __version__,
+        "config": config, "training": training or {},
     })
     return folder
 
@@ -239,7 +253,10 @@ def registered_classifiers() -> list[str]:
 #: Classifiers that ship with mka, by name. ``real``: the mel-CNN trained on the real-recording
 #: corpus's real rows only (never generated or synthetic audio), which scores the default model
 #: (docs/default-model.md); it is what `mka eval` uses when no --classifier is given.
-SHIPPED_CLASSIFIERS = {"real": Path(__file__).with_name("real_classifier")}
+#: ``real-birdnet``: a linear probe on BirdNET's embeddings trained on the same real rows, a stronger
+#: listener that needs ``mka[birdnet]`` (:mod:`training.evaluation.probe_classifier`).
+SHIPPED_CLASSIFIERS = {"real": Path(__file__).with_name("real_classifier"),
+                       "real-birdnet": Path(__file__).with_name("real_birdnet_probe")}
 DEFAULT_CLASSIFIER = "real"
 
 
@@ -247,14 +264,16 @@ def load_classifier(spec: str | Path, device: str | torch.device = "cpu") -> Aud
     """A classifier from a folder (``classifier.json``), a shipped name (``real``) or a registered one."""
 
     text = str(spec)
-    if text in SHIPPED_CLASSIFIERS:
-        return MelCnnClassifier.load(SHIPPED_CLASSIFIERS[text], device=device)
-    path = Path(text).expanduser()
+    path = SHIPPED_CLASSIFIERS.get(text) or Path(text).expanduser()
     if path.is_dir():
         record = read_classifier_json(path)
         kind = record["classifier"]
         if kind == BUILTIN_KIND:
             return MelCnnClassifier.load(path, device=device)
+        if kind == PROBE_KIND:
+            from training.evaluation.probe_classifier import ProbeClassifier
+
+            return ProbeClassifier.load(path, device=device)
         return _plugin_class(kind, f"the folder {path}").load(path, device)
     if text in registered_classifiers():
         return _plugin_class(text, "--classifier").load(None, device)
@@ -279,4 +298,4 @@ def _plugin_class(name: str, where: str):
 
 
 __all__ = ["AudioClassifier", "ClassifierOutput", "embed_in_length_batches", "MelCnn", "MelCnnClassifier", "MelCnnConfig", "load_classifier",
-           "registered_classifiers", "save_mel_cnn", "CLASSIFIER_JSON", "CLASSIFIER_WEIGHTS"]
+           "registered_classifiers", "save_classifier_folder", "save_mel_cnn", "CLASSIFIER_JSON", "CLASSIFIER_WEIGHTS"]
