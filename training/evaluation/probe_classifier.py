@@ -24,7 +24,7 @@ probabilities (what KL and accuracy use).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -112,9 +112,11 @@ def check_feature_width(features: AudioClassifier, width: int, who: str) -> None
                          f"gives {got}; train the probe again with it.")
 
 
-def embed_clips(features: AudioClassifier, waves: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Feature embeddings ``[N, D]`` of the clips, one clip per call (a clip embeds the same in any batch)."""
-    return torch.cat([features.embed([wave]).embeddings.float().cpu() for wave in waves]) if waves else torch.zeros(0, 0)
+def embed_clips(features: AudioClassifier, waves: Iterable[torch.Tensor]) -> torch.Tensor:
+    """Feature embeddings ``[N, D]`` of the clips, one clip per call (a clip embeds the same in any batch).
+    ``waves`` may be a generator, so a corpus is read one clip at a time, never held whole."""
+    rows = [features.embed([wave]).embeddings.float().cpu() for wave in waves]
+    return torch.cat(rows) if rows else torch.zeros(0, 0)
 
 
 def fit_probe(features: str, classes: Sequence[str], train_x: torch.Tensor, train_labels: Sequence[Sequence[int]],
