@@ -141,6 +141,12 @@ def test_a_probe_whose_features_are_missing_or_changed_gives_one_sentence(probe_
 
     with pytest.raises(WeightsError, match="train the classifier again"):
         load_classifier(broken)
+    # Features whose width changed since the probe was fitted: one sentence when it first listens.
+    from training.evaluation.probe_classifier import LinearProbe, ProbeConfig
+
+    wider = LinearProbe(ProbeConfig(features="band-energy", classes=["noise", "tone"], feature_dim=BANDS + 1))
+    with pytest.raises(InputError, match="train the probe again"):
+        ProbeClassifier(BandEnergy(), wider).embed([torch.from_numpy(make_clip("tone", 1.0, 3))])
 
 
 def test_cli_refuses_unknown_features_cleanly(sounds, tmp_path):

@@ -310,7 +310,7 @@ def run_train_classifier(args: argparse.Namespace) -> int:
 
 def train_probe(args: argparse.Namespace, out: Path, classes: list[str], train_rows, valid_rows, console) -> int:
     from mka_core.audio.io import load_audio
-    from training.evaluation.classifier import load_classifier
+    from training.evaluation.classifier import SAMPLE_RATE, load_classifier
     from training.evaluation.probe_classifier import embed_clips, fit_probe, save_probe
 
     features = load_classifier(args.features, device=args.train_device)
@@ -318,7 +318,7 @@ def train_probe(args: argparse.Namespace, out: Path, classes: list[str], train_r
     embedded = []
     for what, rows in (("training", train_rows), ("held-out", valid_rows)):
         console.print(f"embedding {len(rows)} {what} clips with '{features.name}'")
-        embedded.append(embed_clips(features, (load_audio(row.audio_path, 16000) for row in rows)))
+        embedded.append(embed_clips(features, (load_audio(row.audio_path, SAMPLE_RATE) for row in rows)))
 
     def on_fit(record: dict) -> None:
         console.print(f"l2 {record['l2']:g}  train accuracy {100 * record['train_accuracy']:.1f} %  held-out accuracy "

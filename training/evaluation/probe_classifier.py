@@ -82,6 +82,10 @@ class ProbeClassifier(AudioClassifier):
     def embed(self, waves: Sequence[torch.Tensor]) -> ClassifierOutput:
         output = self.features.embed(waves)
         embeddings = output.embeddings.float().cpu()
+        if embeddings.shape[-1] != self.config.feature_dim:
+            raise InputError(f"The probe '{self.name}' reads {self.config.feature_dim}-wide '{self.features.name}' "
+                             f"embeddings, but the installed '{self.features.name}' gives {embeddings.shape[-1]}; "
+                             "train the probe again with it.")
         return ClassifierOutput(embeddings, torch.softmax(self.probe(embeddings), dim=-1))
 
     def describe(self) -> dict[str, Any]:
@@ -98,18 +102,8 @@ class ProbeClassifier(AudioClassifier):
             raise InputError("A probe classifier needs a folder made by `mka eval train-classifier --features NAME`.")
         folder = Path(source)
         probe, record = load_classifier_module(folder, ProbeConfig, LinearProbe)
-        config = probe.config
-        features = load_classifier(config.features, device=device)
-        check_feature_width(features, config.feature_dim, f"the probe in {folder}")
+        features = load_classifier(probe.config.features, device=device)
         return cls(features, probe, name=record.get("name") or folder.name)
-
-
-def check_feature_width(features: AudioClassifier, width: int, who: str) -> None:
-    probe_wave = torch.zeros(16000)
-    got = int(features.embed([probe_wave]).embeddings.shape[-1])
-    if got != width:
-        raise InputError(f"{who} reads {width}-wide '{features.name}' embeddings, but the installed '{features.name}' "
-                         f"gives {got}; train the probe again with it.")
 
 
 def embed_clips(features: AudioClassifier, waves: Iterable[torch.Tensor]) -> torch.Tensor:
@@ -146,7 +140,6 @@ def fit_probe(features: str, classes: Sequence[str], train_x: torch.Tensor, trai
             probe.feature_std.copy_(std.float())
             probe.linear.weight.copy_(weight.float())
             probe.linear.bias.copy_(bias.float())
-        with torch.no_grad():
             train_acc = label_accuracy(torch.softmax(probe(train_x.float()), -1), train_labels)
             valid_acc = label_accuracy(torch.softmax(probe(valid_x.float()), -1), valid_labels)
         record = {"l2": l2, "train_accuracy": train_acc, "valid_accuracy": valid_acc}
