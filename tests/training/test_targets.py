@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.conftest import run_cli
 
@@ -71,6 +72,43 @@ def test_vae_loss_falls_with_the_adversarial_term(tmp_path, sound_manifest):
     vae_config = json.loads((export / "vae" / "config.json").read_text())
     assert vae_config["config"]["scale_factor"] != 1.0  # measured from the first batch
     generate_from(export, tmp_path, "anything")
+
+
+def test_decoder_only_fine_tuning_keeps_the_latent_space(tmp_path, sound_manifest, tiny_model_dir):
+    """model.freeze_encoder: the exported VAE encodes exactly as the starting one (encoder,
+    quant_conv, scale factor), so a diffusion model trained on those latents stays valid, while the
+    decoder learns."""
+    from training.targets.common import load_vae
+
+    run = tmp_path / "run"
+    train("vae", run, "--data", sound_manifest, "--steps", "30", "--set", f"model.init={tiny_model_dir}",
+          "--set", "model.freeze_encoder=true", "--set", f"model.pipeline={tiny_model_dir}",
+          "--set", "data.crop_frames=32", "--set", "run.batch_size=3", "--set", "optim.lr=2e-3",
+          "--set", "optim.warmup_steps=0", "--valid", sound_manifest, "--set", "run.validate_every=30")
+    first, last = valid_first_last(run, "rec")
+    assert last < 0.9 * first, (first, last)
+    before, after = load_vae(str(tiny_model_dir)), load_vae(str(run / "export"))
+    state_before, state_after = before.state_dict(), after.state_dict()
+    for name, value in state_before.items():
+        same = bool(torch.equal(value, state_after[name]))
+        if name.startswith(("encoder.", "quant_conv.")) or name == "scale_factor":
+            assert same, f"{name} changed although the encoder is frozen"
+    changed = [n for n in state_before if n.startswith("decoder.") and not torch.equal(state_before[n], state_after[n])]
+    assert changed, "the decoder did not learn"
+    mel = torch.randn(1, 1, 80, 32)
+    assert torch.equal(before.encode_latents(mel, sample=False), after.encode_latents(mel, sample=False))
+    # the rest of the exported pipeline is the starting one (its U-Net reads these latents)
+    assert (run / "export" / "unet" / "model.safetensors").read_bytes() == (
+        tiny_model_dir / "unet" / "model.safetensors").read_bytes()
+    generate_from(run / "export", tmp_path, "anything")
+
+
+def test_freezing_the_encoder_needs_a_starting_vae(tmp_path, sound_manifest):
+    result = run_cli("train", "vae", "--data", sound_manifest, "--steps", "1", "--set", "model.freeze_encoder=true",
+                     "--out", tmp_path / "run")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "model.init" in result.stderr
+    assert not (tmp_path / "run" / "export").exists()
 
 
 def test_multi_window_discriminator_option(tmp_path, sound_manifest):

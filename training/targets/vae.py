@@ -15,6 +15,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from mka_core.errors import InputError
 from training.data.dataset import MelCropDataset
 from training.losses.discriminators import MultiWindowDiscriminator, PatchDiscriminator
 from training.losses.vae_loss import adaptive_weight, hinge_d_loss, kl_loss, nll_loss, r1_penalty
@@ -27,6 +28,10 @@ class VAEModelSection(ConditionerSection):
     vae: str = Field("tiny", description="VAE preset when starting from scratch")
     vae_overrides: dict[str, Any] = Field(default_factory=dict)
     init: str = Field("", description="a VAE or pipeline folder to fine-tune instead")
+    freeze_encoder: bool = Field(
+        False,
+        description="with init: train the decoder only, so the latent space (and a diffusion model trained on it) stays valid",
+    )
     pipeline: str = Field("", description="pipeline whose other components wrap the exported VAE (default: random, preset)")
     kl_weight: float = Field(1e-6, ge=0)
     logvar_init: float = 0.0
@@ -61,6 +66,11 @@ class VAETarget(TrainTarget):
         from mka_core.models.vae import AutoencoderKL, VAEConfig
 
         model = self.recipe.model
+        if model.freeze_encoder and not model.init:
+            raise InputError(
+                "model.freeze_encoder keeps a trained encoder fixed; give the VAE or pipeline folder to start from "
+                "with --set model.init=FOLDER."
+            )
         if model.init:
             vae = load_vae(model.init)
         else:
@@ -68,7 +78,14 @@ class VAETarget(TrainTarget):
             config.update(model.vae_overrides)
             torch.manual_seed(self.recipe.run.seed)
             vae = AutoencoderKL(VAEConfig.model_validate(config))
-        self.add_module("vae", vae, optimizer="main")
+        trained = None
+        if model.freeze_encoder:
+            # Only what maps latents to mel learns (post_quant_conv + decoder): the encoder and
+            # quant_conv keep the latents - and the scale factor - a diffusion model was trained on.
+            vae.encoder.requires_grad_(False)
+            vae.quant_conv.requires_grad_(False)
+            trained = [*vae.post_quant_conv.parameters(), *vae.decoder.parameters()]
+        self.add_module("vae", vae, optimizer="main", parameters=trained)
         self.add_module("logvar", LogVariance(model.logvar_init), optimizer="main")
         in_ch = vae.config.in_channels
         if model.disc == "patch":
@@ -92,6 +109,7 @@ class VAETarget(TrainTarget):
     def training_step(self, batch: dict[str, Any], generator: torch.Generator) -> Iterator[StepOutput]:
         model = self.recipe.model
         mel = batch["mel"].to(self.device)
+        # With a frozen encoder no graph is built through it (its parameters need no gradient).
         recon, posterior = self.net("vae")(mel, sample_posterior=True, generator=generator)
         nll, rec = nll_loss(mel, recon, self.raw("logvar").logvar)
         kl = kl_loss(posterior)
@@ -134,6 +152,8 @@ class VAETarget(TrainTarget):
     @torch.no_grad()
     def measured_scale_factor(self) -> float:
         vae = self.raw("vae")
+        if self.recipe.model.freeze_encoder:
+            return vae.scale_factor_value  # the latents are the starting VAE's, so is their scale
         mel = self.first_batch()["mel"].to(self.device)
         z = vae.encode(mel).sample(torch.Generator().manual_seed(self.recipe.run.seed))
         return float(1.0 / z.float().flatten().std())
