@@ -107,6 +107,23 @@ def test_decoder_only_fine_tuning_keeps_the_latent_space(tmp_path, sound_manifes
     generate_from(run / "export", tmp_path, "anything")
 
 
+def test_fine_tuning_with_the_gan_from_a_folder_is_reproducible(tmp_path, sound_manifest, tiny_model_dir):
+    """Two runs of the same recipe from model.init (each its own process) end at the same weights,
+    the discriminator's random initialisation included."""
+    from safetensors.torch import load_file
+
+    exports = []
+    for name in ("a", "b"):
+        run = tmp_path / name
+        result = run_cli("train", "vae", "--data", sound_manifest, "--steps", "4", "--set", f"model.init={tiny_model_dir}",
+                         "--set", "model.freeze_encoder=true", "--set", "model.disc_start=0",
+                         "--set", "data.crop_frames=32", "--set", "run.batch_size=2", "--out", run, subprocess_run=True)
+        assert result.returncode == 0, result.stderr[-3000:]
+        exports.append(load_file(str(run / "export" / "vae" / "model.safetensors")))
+    assert exports[0].keys() == exports[1].keys()
+    assert all(torch.equal(exports[0][k], exports[1][k]) for k in exports[0])
+
+
 def test_freezing_the_encoder_needs_a_starting_vae(tmp_path, sound_manifest):
     result = run_cli("train", "vae", "--data", sound_manifest, "--steps", "1", "--set", "model.freeze_encoder=true",
                      "--out", tmp_path / "run")

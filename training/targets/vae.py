@@ -73,6 +73,9 @@ class VAETarget(TrainTarget):
             )
         if model.init:
             vae = load_vae(model.init)
+            # Loading leaves torch's global generator in a state that differs from process to
+            # process; the discriminator below draws its initial weights from it.
+            torch.manual_seed(self.recipe.run.seed)
         else:
             config = VAEConfig.preset(model.vae).model_dump()
             config.update(model.vae_overrides)
