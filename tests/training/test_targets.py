@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from tests.conftest import run_cli
 
@@ -90,16 +91,13 @@ def test_decoder_only_fine_tuning_keeps_the_latent_space(tmp_path, sound_manifes
     before, after = load_vae(str(tiny_model_dir)), load_vae(str(run / "export"))
     state_before, state_after = before.state_dict(), after.state_dict()
     for name, value in state_before.items():
-        same = bool(torch.equal(value, state_after[name]))
         if name.startswith(("encoder.", "quant_conv.")) or name == "scale_factor":
-            assert same, f"{name} changed although the encoder is frozen"
+            assert torch.equal(value, state_after[name]), f"{name} changed although the encoder is frozen"
     changed = [n for n in state_before if n.startswith("decoder.") and not torch.equal(state_before[n], state_after[n])]
     assert changed, "the decoder did not learn"
     mel = torch.randn(1, 1, 80, 32)
     assert torch.equal(before.encode_latents(mel, sample=False), after.encode_latents(mel, sample=False))
     # the rest of the exported pipeline is the starting one (its U-Net reads these latents)
-    from safetensors.torch import load_file
-
     unet_before = load_file(str(tiny_model_dir / "unet" / "model.safetensors"))
     unet_after = load_file(str(run / "export" / "unet" / "model.safetensors"))
     assert unet_before.keys() == unet_after.keys()
@@ -110,8 +108,6 @@ def test_decoder_only_fine_tuning_keeps_the_latent_space(tmp_path, sound_manifes
 def test_fine_tuning_with_the_gan_from_a_folder_is_reproducible(tmp_path, sound_manifest, tiny_model_dir):
     """Two runs of the same recipe from model.init (each its own process) end at the same weights,
     the discriminator's random initialisation included."""
-    from safetensors.torch import load_file
-
     exports = []
     for name in ("a", "b"):
         run = tmp_path / name

@@ -81,14 +81,13 @@ class VAETarget(TrainTarget):
             config.update(model.vae_overrides)
             torch.manual_seed(self.recipe.run.seed)
             vae = AutoencoderKL(VAEConfig.model_validate(config))
-        trained = None
         if model.freeze_encoder:
             # Only what maps latents to mel learns (post_quant_conv + decoder): the encoder and
             # quant_conv keep the latents - and the scale factor - a diffusion model was trained on.
+            # The trainer gives the optimiser only parameters that need a gradient.
             vae.encoder.requires_grad_(False)
             vae.quant_conv.requires_grad_(False)
-            trained = [*vae.post_quant_conv.parameters(), *vae.decoder.parameters()]
-        self.add_module("vae", vae, optimizer="main", parameters=trained)
+        self.add_module("vae", vae, optimizer="main")
         self.add_module("logvar", LogVariance(model.logvar_init), optimizer="main")
         in_ch = vae.config.in_channels
         if model.disc == "patch":
