@@ -210,3 +210,34 @@ def test_compare_cli_and_its_errors(tmp_path):
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"metrics": {}, "items": [{"name": "zzz", "kl": 0.1}]}))
     assert_clean_error(run_cli("eval", "compare", a, other), "share no clip")
+
+
+def test_compare_breaks_accuracy_down_by_each_clips_first_label(tmp_path):
+    import json
+
+    from tests.conftest import run_cli
+    from training.evaluation.compare import compare_reports
+
+    labels = [["dog_bark"], ["dog_bark", "rain"], ["siren"], ["siren"], ["siren"], ["birds"]]
+    a = _report([False, False, True, True, True, True], [0.1] * 6)
+    b = _report([True, False, True, False, False, True], [0.1] * 6)
+    for report in (a, b):
+        for item, item_labels in zip(report["items"], labels):
+            item["labels"] = item_labels
+    rows = compare_reports(a, b)["per_class"]
+    assert sorted(rows) == ["birds", "dog_bark", "siren"]
+    assert rows["dog_bark"] == {"clips": 2, "a": 0.0, "b": 0.5, "right_only_in_a": 0, "right_only_in_b": 1}
+    assert rows["siren"]["clips"] == 3 and rows["siren"]["right_only_in_a"] == 2
+    assert rows["siren"]["a"] == 1.0 and rows["siren"]["b"] == pytest.approx(1 / 3)
+
+    # Without labels there is no breakdown, and the flag says so instead of failing.
+    assert "per_class" not in compare_reports(_report([True], [0.1]), _report([False], [0.1]))
+    pa, pb = tmp_path / "a.json", tmp_path / "b.json"
+    pa.write_text(json.dumps(a))
+    pb.write_text(json.dumps(b))
+    result = run_cli("eval", "compare", pa, pb, "--per-class")
+    assert result.returncode == 0, result.stderr
+    lines = {line.split()[1]: line for line in result.stdout.splitlines() if line.startswith("│ ") and len(line.split()) > 3}
+    assert "+50 pt" in lines["dog_bark"] and "-67 pt" in lines["siren"] and "2 / 0" in lines["siren"]
+    plain = run_cli("eval", "compare", pa, pb)
+    assert "dog_bark" not in plain.stdout

@@ -72,6 +72,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     child.add_argument("report_a", metavar="A.json", help="the baseline report")
     child.add_argument("report_b", metavar="B.json", help="the report compared with it")
     child.add_argument("--out", dest="compare_out", default=None, metavar="JSON", help="also write the comparison as JSON")
+    child.add_argument("--per-class", action="store_true",
+                       help="also print each class's accuracy in A and B (the JSON always has them)")
     child.set_defaults(_eval_run=run_compare)
 
 
@@ -347,7 +349,7 @@ def run_compare(args: argparse.Namespace) -> int:
         if out.is_dir():
             raise InputError(f"--out {out} is a folder; give the path of a JSON file.")
         write_json(out, {"a": str(args.report_a), "b": str(args.report_b), **comparison})
-    print_comparison(comparison, str(args.report_a), str(args.report_b))
+    print_comparison(comparison, str(args.report_a), str(args.report_b), per_class=args.per_class)
     return 0
 
 

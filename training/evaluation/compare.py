@@ -9,6 +9,9 @@ their averages: the clips both runs find easy or hard cancel out.
   is a binomial tail.
 - KL: the mean of the per-clip differences with a seeded bootstrap 95 % interval.
 - FD is a property of the whole set, not of clips, so both values are shown side by side.
+- Per class (a clip's class is the first of its ``labels``): the accuracy of each run and the
+  clips right in only one of them. A class holds a handful of clips, so these rows show where a
+  change acts, not whether it is real; the paired test over all clips says that.
 """
 
 from __future__ import annotations
@@ -78,6 +81,9 @@ def compare_reports(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
                               "difference": float(right_b.mean() - right_a.mean()),
                               "right_only_in_a": only_a, "right_only_in_b": only_b,
                               "p_value": mcnemar_exact_p(only_a, only_b)}
+        classes = [_first_label(items_a[n]) for n in names]
+        if all(classes):
+            result["per_class"] = per_class_accuracy(classes, right_a, right_b)
     kl_a = np.array([float(items_a[n]["kl"]) for n in names])
     kl_b = np.array([float(items_b[n]["kl"]) for n in names])
     low, high = bootstrap_mean_interval(kl_b - kl_a)
@@ -85,6 +91,24 @@ def compare_reports(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
                     "interval_95": [low, high]}
     result["fd"] = {"a": a["metrics"].get("fd"), "b": b["metrics"].get("fd")}
     return result
+
+
+def _first_label(item: dict[str, Any]) -> str | None:
+    labels = item.get("labels")
+    if isinstance(labels, str):
+        labels = [part for part in labels.split(";") if part]
+    return str(labels[0]) if labels else None
+
+
+def per_class_accuracy(classes: list[str], right_a: np.ndarray, right_b: np.ndarray) -> dict[str, dict[str, Any]]:
+    """Accuracy of both runs per class, with the discordant clips of each, classes sorted by name."""
+    out = {}
+    for name in sorted(set(classes)):
+        mask = np.array([c == name for c in classes])
+        out[name] = {"clips": int(mask.sum()), "a": float(right_a[mask].mean()), "b": float(right_b[mask].mean()),
+                     "right_only_in_a": int((right_a & ~right_b & mask).sum()),
+                     "right_only_in_b": int((~right_a & right_b & mask).sum())}
+    return out
 
 
 def verdict(comparison: dict[str, Any], alpha: float = 0.05) -> str:
@@ -110,11 +134,14 @@ def _clips(count: int) -> str:
     return f"{count} clip" if count == 1 else f"{count} clips"
 
 
-def print_comparison(comparison: dict[str, Any], label_a: str, label_b: str, console=None) -> None:
+def print_comparison(comparison: dict[str, Any], label_a: str, label_b: str, console=None,
+                     per_class: bool = False) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = console or Console()
+    if per_class:
+        print_per_class(comparison, console)
     table = Table(title=f"mka eval compare: {comparison['clips']} clips in both reports")
     for column, justify in (("metric", "left"), ("A", "right"), ("B", "right"), ("B - A", "right"),
                             ("noise", "left")):
@@ -137,3 +164,21 @@ def print_comparison(comparison: dict[str, Any], label_a: str, label_b: str, con
     if comparison.get("warning"):
         console.print(f"[yellow]note: {comparison['warning']}[/yellow]")
     console.print(verdict(comparison))
+
+
+def print_per_class(comparison: dict[str, Any], console) -> None:
+    """The per-class rows, the classes that changed most first."""
+    from rich.table import Table
+
+    rows = comparison.get("per_class")
+    if not rows:
+        console.print("[yellow]note: no per-class rows: the reports' clips have no labels or no accuracy[/yellow]")
+        return
+    table = Table(title="per class (first label); too few clips each for a test: read it as where, not whether")
+    for column in ("class", "clips", "A", "B", "B - A", "right only in A / B"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    order = sorted(rows.items(), key=lambda kv: (-(kv[1]["b"] - kv[1]["a"]), kv[0]))
+    for name, row in order:
+        table.add_row(name, str(row["clips"]), f"{100 * row['a']:.0f} %", f"{100 * row['b']:.0f} %",
+                      f"{100 * (row['b'] - row['a']):+.0f} pt", f"{row['right_only_in_a']} / {row['right_only_in_b']}")
+    console.print(table)
