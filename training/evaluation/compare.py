@@ -94,9 +94,8 @@ def compare_reports(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 
 
 def _first_label(item: dict[str, Any]) -> str | None:
+    # Reports store each clip's labels as the list ManifestRow.labels parsed (evaluate.py).
     labels = item.get("labels")
-    if isinstance(labels, str):
-        labels = [part for part in labels.split(";") if part]
     return str(labels[0]) if labels else None
 
 
